@@ -1,0 +1,217 @@
+"""The condition language (SPEC §2.1): one recursive model.
+
+Evaluation on a record lives in `crmflow.conditions` (Python and SQL); this module only
+describes and validates the tree, so it stays importable inside the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from ._base import DefinitionModel
+from ._durations import PositiveDuration, parse_duration
+
+Scalar = str | int | float | bool | None
+
+PROPERTY_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+
+
+class PropertyOp(StrEnum):
+    EQ = "eq"
+    NEQ = "neq"
+    IN = "in"
+    NOT_IN = "not_in"
+    CONTAINS = "contains"
+    NOT_CONTAINS = "not_contains"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    BETWEEN = "between"
+    KNOWN = "known"
+    UNKNOWN = "unknown"
+    BEFORE = "before"
+    AFTER = "after"
+    WITHIN_LAST = "within_last"
+    MORE_THAN_AGO = "more_than_ago"
+
+
+_STRING_OPS = {PropertyOp.CONTAINS, PropertyOp.NOT_CONTAINS, PropertyOp.STARTS_WITH, PropertyOp.ENDS_WITH}
+_ORDER_OPS = {PropertyOp.GT, PropertyOp.GTE, PropertyOp.LT, PropertyOp.LTE}
+_NO_VALUE_OPS = {PropertyOp.KNOWN, PropertyOp.UNKNOWN}
+_DURATION_OPS = {PropertyOp.WITHIN_LAST, PropertyOp.MORE_THAN_AGO}
+_DATE_OPS = {PropertyOp.BEFORE, PropertyOp.AFTER}
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def parse_iso_date(text: str) -> date | datetime:
+    """An ISO date or datetime; raises ValueError."""
+    if not isinstance(text, str) or not _ISO_DATE.match(text.strip()):
+        raise ValueError(f"expected an ISO-8601 date or datetime, got {text!r}")
+    raw = text.strip()
+    if len(raw) == 10:
+        return date.fromisoformat(raw)
+    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_orderable(value: Any) -> bool:
+    if _is_number(value):
+        return True
+    if isinstance(value, str):
+        try:
+            parse_iso_date(value)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+class PropertyFilter(DefinitionModel):
+    """Compare one property of the record."""
+
+    property: str = Field(pattern=PROPERTY_NAME, description="Name of the record property")
+    op: PropertyOp = Field(description="Comparison operator")
+    value: Any = Field(default=None, description="Operand; its form depends on `op`")
+
+    @model_validator(mode="after")
+    def _check_value(self) -> PropertyFilter:
+        op, value = self.op, self.value
+        if op in _NO_VALUE_OPS:
+            if value is not None:
+                raise ValueError(f"operator '{op}' takes no value")
+        elif op in (PropertyOp.EQ, PropertyOp.NEQ):
+            if not isinstance(value, Scalar):
+                raise ValueError(f"operator '{op}' needs a single value (string, number, boolean)")
+            if value is None:
+                raise ValueError(f"operator '{op}' needs a value; use 'known'/'unknown' to test for absence")
+        elif op in (PropertyOp.IN, PropertyOp.NOT_IN):
+            if not isinstance(value, list) or not value or not all(isinstance(v, Scalar) and v is not None for v in value):
+                raise ValueError(f"operator '{op}' needs a non-empty list of values")
+        elif op in _STRING_OPS:
+            if not isinstance(value, str) or value == "":
+                raise ValueError(f"operator '{op}' needs a non-empty string value")
+        elif op in _ORDER_OPS:
+            if not _is_orderable(value):
+                raise ValueError(f"operator '{op}' needs a number or an ISO-8601 date value")
+        elif op is PropertyOp.BETWEEN:
+            if not (isinstance(value, list) and len(value) == 2 and all(_is_orderable(v) for v in value)):
+                raise ValueError("operator 'between' needs [low, high]: two numbers or two ISO-8601 dates")
+            if _is_number(value[0]) != _is_number(value[1]):
+                raise ValueError("operator 'between' needs two numbers or two dates, not a mix")
+        elif op in _DATE_OPS:
+            if not isinstance(value, str):
+                raise ValueError(f"operator '{op}' needs an ISO-8601 date or a signed duration such as '-30d'")
+            try:
+                parse_iso_date(value)
+            except ValueError:
+                try:
+                    parse_duration(value, signed=True)
+                except ValueError:
+                    raise ValueError(
+                        f"operator '{op}' needs an ISO-8601 date or a signed duration such as '-30d', got {value!r}"
+                    ) from None
+        elif op in _DURATION_OPS:
+            if not isinstance(value, str):
+                raise ValueError(f"operator '{op}' needs a duration such as '30d'")
+            parse_duration(value)
+        return self
+
+
+class InListFilter(DefinitionModel):
+    """The record is a member of a static list."""
+
+    in_list: str = Field(min_length=1, description="List name")
+
+
+class NotInListFilter(DefinitionModel):
+    """The record is not a member of a static list."""
+
+    not_in_list: str = Field(min_length=1, description="List name")
+
+
+class EventFilter(DefinitionModel):
+    """The record did an event (at least `min_count` times, optionally within a period)."""
+
+    event: str = Field(min_length=1, description="Event name, e.g. form_submitted")
+    where: dict[str, Scalar] = Field(default_factory=dict, description="Event properties that must be equal")
+    within: PositiveDuration | None = Field(default=None, description="Only events in this last period")
+    min_count: int = Field(default=1, ge=1, description="How many matching events are needed")
+
+
+class AllCondition(DefinitionModel):
+    """Every child holds (AND)."""
+
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(DefinitionModel):
+    """At least one child holds (OR)."""
+
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(DefinitionModel):
+    """The child does not hold."""
+
+    not_: Condition = Field(alias="not")
+
+
+_KINDS = ("all", "any", "not", "property", "in_list", "not_in_list", "event")
+
+
+def _condition_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for kind in _KINDS:
+            if kind in value:
+                return kind
+        return None
+    for cls, kind in (
+        (AllCondition, "all"),
+        (AnyCondition, "any"),
+        (NotCondition, "not"),
+        (PropertyFilter, "property"),
+        (InListFilter, "in_list"),
+        (NotInListFilter, "not_in_list"),
+        (EventFilter, "event"),
+    ):
+        if isinstance(value, cls):
+            return kind
+    return None
+
+
+Condition = Annotated[
+    Union[
+        Annotated[AllCondition, Tag("all")],
+        Annotated[AnyCondition, Tag("any")],
+        Annotated[NotCondition, Tag("not")],
+        Annotated[PropertyFilter, Tag("property")],
+        Annotated[InListFilter, Tag("in_list")],
+        Annotated[NotInListFilter, Tag("not_in_list")],
+        Annotated[EventFilter, Tag("event")],
+    ],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="invalid_condition",
+        custom_error_message=(
+            "a condition must have one of the keys: all, any, not, property, in_list, not_in_list, event"
+        ),
+    ),
+]
+
+AllCondition.model_rebuild()
+AnyCondition.model_rebuild()
+NotCondition.model_rebuild()
+
+ConditionKind = Literal["all", "any", "not", "property", "in_list", "not_in_list", "event"]

@@ -1,0 +1,239 @@
+"""SQLAlchemy tables of the store. All SQL lives in `crmflow.store`; this is its schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# JSONB on PostgreSQL (indexable, `->>` works), JSON text elsewhere.
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only autoincrements INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes, stored as UTC; SQLite gives naive values back, made aware here."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        from datetime import UTC
+
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        from datetime import UTC
+
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Record(Base):
+    __tablename__ = "records"
+
+    object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RecordList(Base):
+    """A named static list of records of one object type."""
+
+    __tablename__ = "lists"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ListMembership(Base):
+    __tablename__ = "list_memberships"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["object_type", "record_id"], ["records.object_type", "records.id"], ondelete="CASCADE"
+        ),
+        Index("ix_list_memberships_record", "object_type", "record_id"),
+    )
+
+    list_name: Mapped[str] = mapped_column(ForeignKey("lists.name", ondelete="CASCADE"), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["object_type", "record_id"], ["records.object_type", "records.id"], ondelete="CASCADE"
+        ),
+        Index("ix_events_record_name_time", "object_type", "record_id", "name", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    object_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    properties: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+
+
+class Workflow(Base):
+    """A workflow key: its activation state and latest version."""
+
+    __tablename__ = "workflows"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    latest_version: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class WorkflowVersion(Base):
+    """An immutable published version of a definition."""
+
+    __tablename__ = "workflow_versions"
+
+    key: Mapped[str] = mapped_column(ForeignKey("workflows.key", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    object_type: Mapped[str] = mapped_column(String(64))
+    trigger: Mapped[str] = mapped_column(String(16))
+    definition: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+    source: Mapped[str] = mapped_column(Text)
+    source_name: Mapped[str] = mapped_column(String(1024))
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+ACTIVE_STATUSES = ("running", "paused")
+
+
+class Enrollment(Base):
+    """One record passing through one workflow version: one Temporal workflow execution."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("workflow_key", "object_type", "record_id", "seq"),
+        # At most one running (or paused) enrollment per (workflow, record), enforced by the store.
+        Index(
+            "uq_enrollments_one_active",
+            "workflow_key",
+            "object_type",
+            "record_id",
+            unique=True,
+            sqlite_where=text("status IN ('running', 'paused')"),
+            postgresql_where=text("status IN ('running', 'paused')"),
+        ),
+        Index("ix_enrollments_workflow_status", "workflow_key", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workflow_key: Mapped[str] = mapped_column(ForeignKey("workflows.key", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    object_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(255))
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="manual")
+    enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    temporal_workflow_id: Mapped[str] = mapped_column(String(512), unique=True)
+
+
+class EnrollmentStep(Base):
+    """One action executed by one enrollment. Unique per (enrollment, action): the idempotency key
+    that makes every effect happen once, since the action graph is acyclic."""
+
+    __tablename__ = "enrollment_steps"
+    __table_args__ = (UniqueConstraint("enrollment_id", "action_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    action_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+
+
+class OutboxMessage(Base):
+    """An email from `send_email` or `notify`."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("enrollment_id", "action_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL"), nullable=True
+    )
+    action_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # email | notification
+    to: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255))
+    workflow_key: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(255))
+    delivery_status: Mapped[str] = mapped_column(String(32), default="outbox")
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("enrollment_id", "action_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL"), nullable=True
+    )
+    action_id: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    workflow_key: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
