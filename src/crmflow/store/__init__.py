@@ -1,0 +1,65 @@
+"""The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here."""
+
+from ._enrollments import (
+    ENDED_STATUSES,
+    AlreadyEnrolled,
+    EnrollmentRepository,
+    StepWrite,
+    temporal_workflow_id,
+)
+from ._messages import OutboxRepository, TaskRepository
+from ._records import (
+    EventRepository,
+    ListRepository,
+    RecordNotFound,
+    RecordRepository,
+    StoreError,
+    load_snapshot,
+    merge_properties,
+)
+from ._tables import (
+    ACTIVE_STATUSES,
+    Base,
+    Enrollment,
+    EnrollmentStep,
+    Event,
+    ListMembership,
+    OutboxMessage,
+    Record,
+    RecordList,
+    Task,
+    Workflow,
+    WorkflowVersion,
+)
+from ._workflows import WorkflowNotFound, WorkflowRepository
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ENDED_STATUSES",
+    "AlreadyEnrolled",
+    "Base",
+    "Enrollment",
+    "EnrollmentRepository",
+    "EnrollmentStep",
+    "Event",
+    "EventRepository",
+    "ListMembership",
+    "ListRepository",
+    "OutboxMessage",
+    "OutboxRepository",
+    "Record",
+    "RecordList",
+    "RecordNotFound",
+    "RecordRepository",
+    "StepWrite",
+    "StoreError",
+    "Task",
+    "TaskRepository",
+    "Workflow",
+    "WorkflowNotFound",
+    "WorkflowRepository",
+    "WorkflowVersion",
+    "load_snapshot",
+    "merge_properties",
+    "temporal_workflow_id",
+]

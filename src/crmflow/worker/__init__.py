@@ -1,0 +1,6 @@
+"""Temporal side of crmflow: the enrollment interpreter and the worker."""
+
+from ._enrollment import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
+from ._worker import TASK_QUEUE, build_worker, workflow_runner
+
+__all__ = ["EXECUTABLE_ACTION_TYPES", "TASK_QUEUE", "EnrollmentWorkflow", "build_worker", "workflow_runner"]

@@ -1,0 +1,69 @@
+"""Exactly-once execution of an action against the store.
+
+The effect and the step row of (enrollment, action) commit in one transaction, and the step row
+is unique: a retried activity (worker died after the commit, before Temporal heard back) finds the
+step and returns its stored result instead of acting twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmflow.store import EnrollmentRepository, EnrollmentStep, StepWrite
+
+from .models import ActionInput, ActionResult
+
+
+def result_of(step: EnrollmentStep) -> ActionResult:
+    return ActionResult(
+        outcome=step.outcome or "",
+        failed=bool(step.detail.get("failed")),
+        next=step.detail.get("next"),
+        detail={k: v for k, v in step.detail.items() if k not in ("failed", "next")},
+    )
+
+
+def finished_at(due: datetime) -> datetime:
+    """Wall-clock completion time, never before the (possibly simulated) time the action came due."""
+    return max(datetime.now(UTC), due)
+
+
+def run_once(
+    sessions: sessionmaker[Session],
+    input: ActionInput,
+    effect: Callable[[Session], ActionResult],
+) -> ActionResult:
+    ctx, action = input.context, input.action
+    for _ in range(2):
+        try:
+            with sessions.begin() as session:
+                enrollments = EnrollmentRepository(session)
+                done = enrollments.step(ctx.enrollment_id, action.id)
+                if done is not None and done.finished_at is not None:
+                    return result_of(done)
+                result = effect(session)
+                detail = dict(result.detail)
+                if result.failed:
+                    detail["failed"] = True
+                if result.next is not None:
+                    detail["next"] = result.next
+                enrollments.write_step(
+                    ctx.enrollment_id,
+                    StepWrite(
+                        action_id=action.id,
+                        type=action.type,
+                        started_at=input.at,
+                        finished_at=finished_at(input.at),
+                        outcome=result.outcome,
+                        detail=detail,
+                    ),
+                )
+                return result
+        except IntegrityError:
+            # A concurrent attempt committed the same step first: read its result.
+            continue
+    raise RuntimeError(f"step {action.id} of enrollment {ctx.enrollment_id} conflicted twice")

@@ -1,0 +1,88 @@
+"""Inputs and results of the enrollment workflow, its signals and its activities.
+
+Pure pydantic: imported by workflow code inside the sandbox and by the activities.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from crmflow.definitions import Action, WorkflowDefinition
+
+EnrollmentStatus = Literal["running", "paused", "completed", "goal_met", "unenrolled", "failed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class EnrollmentContext(_Model):
+    """Who is enrolled where: carried by every activity call of an enrollment."""
+
+    enrollment_id: int
+    workflow_key: str
+    workflow_name: str
+    version: int
+    object_type: str
+    record_id: str
+
+
+class EnrollmentInput(_Model):
+    """Start of one enrollment: the definition version travels with it, so a later publish never
+    changes a running enrollment."""
+
+    context: EnrollmentContext
+    definition: WorkflowDefinition
+
+
+class EnrollmentResult(_Model):
+    status: EnrollmentStatus
+    reason: str | None = None
+    steps: int = 0
+
+
+class UnenrollSignal(_Model):
+    reason: str = "unenrolled manually"
+
+
+class GoalMetSignal(_Model):
+    detail: str | None = None
+
+
+class ActionInput(_Model):
+    context: EnrollmentContext
+    action: Action
+    at: datetime = Field(description="Workflow time at which the action came due")
+
+
+class ActionResult(_Model):
+    outcome: str
+    failed: bool = False
+    next: str | None = Field(default=None, description="Chosen target, for branching actions")
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepInput(_Model):
+    """A step without an effect of its own (a delay), stored as it starts and as it ends."""
+
+    context: EnrollmentContext
+    action_id: str
+    type: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None
+
+
+class FinishInput(_Model):
+    context: EnrollmentContext
+    status: EnrollmentStatus
+    reason: str | None = None
+    at: datetime
+
+
+class StatusInput(_Model):
+    context: EnrollmentContext
+    status: EnrollmentStatus

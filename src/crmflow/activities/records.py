@@ -1,0 +1,113 @@
+"""Activities that change the enrolled record: properties and list membership."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+
+from crmflow.definitions import (
+    AddToListAction,
+    ClearPropertyAction,
+    CopyPropertyAction,
+    IncrementPropertyAction,
+    RemoveFromListAction,
+    SetPropertyAction,
+)
+from crmflow.store import ListRepository, RecordRepository, StoreError
+from crmflow.templates import TemplateProblem, render
+
+from ._once import run_once
+from .models import ActionInput, ActionResult
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def _as_number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() and "." not in value else number
+    return None
+
+
+class RecordActivities:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name="update_record")
+    def update_record(self, input: ActionInput) -> ActionResult:
+        return run_once(self.sessions, input, lambda session: self._apply(session, input))
+
+    def _apply(self, session: Session, input: ActionInput) -> ActionResult:
+        ctx, action, now = input.context, input.action, input.at
+        records = RecordRepository(session)
+        record = records.get(ctx.object_type, ctx.record_id, for_update=True)
+        if record is None:
+            return ActionResult(outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True)
+        props = record.properties
+        match action:
+            case SetPropertyAction():
+                value = action.value
+                if isinstance(value, str):
+                    try:
+                        value = render(
+                            value,
+                            properties=props,
+                            workflow_key=ctx.workflow_key,
+                            workflow_name=ctx.workflow_name,
+                            enrollment_id=str(ctx.enrollment_id),
+                        )
+                    except TemplateProblem as exc:
+                        return ActionResult(outcome=f"failed: {exc}", failed=True)
+                records.update(ctx.object_type, ctx.record_id, {action.property: value}, now=now)
+                return ActionResult(
+                    outcome=f"{action.property} = {_text(value)}",
+                    detail={"property": action.property, "before": props.get(action.property), "after": value},
+                )
+            case CopyPropertyAction():
+                value = props.get(action.from_)
+                records.update(ctx.object_type, ctx.record_id, {action.to: value}, now=now)
+                return ActionResult(outcome=f"{action.to} = {_text(value)} (from {action.from_})")
+            case ClearPropertyAction():
+                before = props.get(action.property)
+                records.update(ctx.object_type, ctx.record_id, {action.property: None}, now=now)
+                return ActionResult(outcome=f"{action.property} cleared", detail={"before": before})
+            case IncrementPropertyAction():
+                current = props.get(action.property)
+                number = 0 if current is None else _as_number(current)
+                if number is None:
+                    return ActionResult(
+                        outcome=f"failed: {action.property} is {_text(current)}, not a number",
+                        failed=True,
+                    )
+                after = number + action.by
+                records.update(ctx.object_type, ctx.record_id, {action.property: after}, now=now)
+                return ActionResult(
+                    outcome=f"{action.property}: {_text(current)} -> {after}",
+                    detail={"before": current, "after": after},
+                )
+            case AddToListAction():
+                try:
+                    added = ListRepository(session).add(action.list, ctx.object_type, ctx.record_id, now=now)
+                except StoreError as exc:
+                    return ActionResult(outcome=f"failed: {exc}", failed=True)
+                return ActionResult(
+                    outcome=f"added to list {action.list}" if added else f"already in list {action.list}"
+                )
+            case RemoveFromListAction():
+                removed = ListRepository(session).remove(action.list, ctx.object_type, ctx.record_id)
+                return ActionResult(
+                    outcome=f"removed from list {action.list}" if removed else f"was not in list {action.list}"
+                )
+        raise TypeError(f"update_record cannot run a {action.type} action")

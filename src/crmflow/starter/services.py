@@ -1,0 +1,684 @@
+"""Plain service functions behind the CLI. Tests call them directly.
+
+Each function owns its transactions; every SQL statement is in a store repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
+
+from crmflow.activities.models import EnrollmentContext, EnrollmentInput, UnenrollSignal
+from crmflow.definitions import (
+    DefinitionError,
+    DelayAction,
+    Problem,
+    WorkflowDefinition,
+    load_definition_file,
+)
+from crmflow.store import (
+    ACTIVE_STATUSES,
+    AlreadyEnrolled,
+    Enrollment,
+    EnrollmentRepository,
+    EnrollmentStep,
+    EventRepository,
+    ListRepository,
+    OutboxRepository,
+    RecordNotFound,
+    RecordRepository,
+    StoreError,
+    TaskRepository,
+    WorkflowRepository,
+)
+from crmflow.worker import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
+from crmflow.worker import _search_attributes as sa
+
+from ._app import App
+
+SIGNAL_CONCURRENCY = 50
+
+
+class UserError(Exception):
+    """Bad input: the CLI prints the message on one line and exits 2."""
+
+
+class OperationFailed(Exception):
+    """A well-formed request that could not be carried out: exit 1."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- definitions
+
+
+@dataclass(frozen=True)
+class Checked:
+    path: Path
+    definition: WorkflowDefinition | None
+    problems: list[Problem]
+
+
+def validate_files(paths: Sequence[Path]) -> list[Checked]:
+    checked = []
+    for path in paths:
+        try:
+            definition = load_definition_file(path)
+        except DefinitionError as exc:
+            checked.append(Checked(path, None, list(exc.problems)))
+        else:
+            checked.append(Checked(path, definition, []))
+    return checked
+
+
+def definition_json(definition: WorkflowDefinition) -> dict[str, Any]:
+    return definition.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True)
+class Published:
+    key: str
+    version: int
+    path: str
+
+
+def publish_files(app: App, paths: Sequence[Path]) -> list[Published]:
+    """Validate every file first; publish all of them in one transaction, or none."""
+    checked = validate_files(paths)
+    problems = [p for c in checked for p in c.problems]
+    if problems:
+        raise DefinitionError(problems)
+    keys = [c.definition.key for c in checked if c.definition]
+    duplicated = {k for k in keys if keys.count(k) > 1}
+    if duplicated:
+        raise UserError(f"the same key is published twice in one call: {', '.join(sorted(duplicated))}")
+    published = []
+    now = utcnow()
+    with app.sessions.begin() as session:
+        workflows = WorkflowRepository(session)
+        for c in checked:
+            assert c.definition is not None
+            try:
+                version = workflows.publish(
+                    key=c.definition.key,
+                    name=c.definition.name,
+                    object_type=c.definition.object_type,
+                    trigger=c.definition.enrollment.trigger,
+                    definition=definition_json(c.definition),
+                    source=c.path.read_text(encoding="utf-8"),
+                    source_name=str(c.path),
+                    now=now,
+                )
+            except StoreError as exc:
+                raise UserError(f"{c.path}: {exc}") from None
+            published.append(Published(c.definition.key, version.version, str(c.path)))
+    return published
+
+
+def load_version(app: App, key: str, version: int | None = None) -> tuple[WorkflowDefinition, int]:
+    with app.sessions() as session:
+        try:
+            found = WorkflowRepository(session).version(key, version)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        return WorkflowDefinition.model_validate(found.definition), found.version
+
+
+def unsupported_features(definition: WorkflowDefinition) -> list[str]:
+    """What this build cannot execute yet. Activation refuses such a definition rather than
+    running it wrongly (a window ignored, a goal never checked)."""
+    found = []
+    trigger = definition.enrollment.trigger
+    if trigger != "manual":
+        found.append(f"enrollment trigger '{trigger}' (only 'manual' runs in this version)")
+    for action in definition.actions:
+        if action.type not in EXECUTABLE_ACTION_TYPES:
+            found.append(f"action '{action.id}' of type {action.type}")
+        elif isinstance(action, DelayAction) and action.duration is None and action.until_date is None:
+            found.append(f"action '{action.id}': only delays by duration or until_date run in this version")
+    settings = definition.settings
+    if definition.goal is not None:
+        found.append("goal")
+    for name in (
+        "execution_window",
+        "pause_dates",
+        "suppression_lists",
+        "unenroll_when",
+        "unenroll_from",
+        "timezone_property",
+    ):
+        if getattr(settings, name):
+            found.append(f"settings.{name}")
+    if settings.unenroll_when_criteria_unmet:
+        found.append("settings.unenroll_when_criteria_unmet")
+    return found
+
+
+@dataclass(frozen=True)
+class WorkflowSummary:
+    key: str
+    name: str
+    object_type: str
+    trigger: str
+    version: int
+    active: bool
+    enrollments: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "object_type": self.object_type,
+            "trigger": self.trigger,
+            "version": self.version,
+            "active": self.active,
+            "enrollments": self.enrollments,
+        }
+
+
+def list_workflows(app: App) -> list[WorkflowSummary]:
+    with app.sessions() as session:
+        enrollments = EnrollmentRepository(session)
+        return [
+            WorkflowSummary(
+                key=w.key,
+                name=v.name,
+                object_type=v.object_type,
+                trigger=v.trigger,
+                version=v.version,
+                active=w.active,
+                enrollments=enrollments.count_by_status(w.key),
+            )
+            for w, v in WorkflowRepository(session).all()
+        ]
+
+
+def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, Any]:
+    with app.sessions() as session:
+        workflows = WorkflowRepository(session)
+        try:
+            workflow = workflows.require(key)
+            found = workflows.version(key, version)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        return {
+            "key": key,
+            "version": found.version,
+            "latest_version": workflow.latest_version,
+            "versions": [v.version for v in workflows.versions(key)],
+            "active": workflow.active,
+            "published_at": found.published_at.isoformat(),
+            "source_name": found.source_name,
+            "enrollments": EnrollmentRepository(session).count_by_status(key),
+            "definition": found.definition,
+            "source": found.source,
+        }
+
+
+# ---------------------------------------------------------------- activation
+
+
+async def _signal_all(
+    app: App, enrollments: Iterable[Enrollment], send: Callable[[WorkflowHandle], Any]
+) -> int:
+    """Signal enrollments concurrently (bounded); a closed or unknown run is skipped."""
+    client = await app.client()
+    gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
+    delivered = 0
+
+    async def one(enrollment: Enrollment) -> None:
+        nonlocal delivered
+        async with gate:
+            try:
+                await send(client.get_workflow_handle(enrollment.temporal_workflow_id))
+                delivered += 1
+            except RPCError:
+                pass
+
+    await asyncio.gather(*(one(e) for e in enrollments))
+    return delivered
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    key: str
+    active: bool
+    resumed: int = 0
+    paused: int = 0
+    unenrolled: int = 0
+
+
+async def activate(app: App, key: str) -> ActivationResult:
+    definition, _ = load_version(app, key)
+    unsupported = unsupported_features(definition)
+    if unsupported:
+        raise UserError(
+            f"workflow '{key}' uses what this version cannot run yet: {'; '.join(unsupported)}"
+        )
+    with app.sessions.begin() as session:
+        WorkflowRepository(session).set_active(key, True, now=utcnow())
+        resumed = EnrollmentRepository(session).set_status_for_workflow(
+            key, from_status="paused", to_status="running"
+        )
+    await _signal_all(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
+    return ActivationResult(key, True, resumed=len(resumed))
+
+
+async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> ActivationResult:
+    with app.sessions.begin() as session:
+        try:
+            WorkflowRepository(session).set_active(key, False, now=utcnow())
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        enrollments = EnrollmentRepository(session)
+        if unenroll_all:
+            targets = enrollments.find(key, statuses=list(ACTIVE_STATUSES))
+        else:
+            targets = enrollments.set_status_for_workflow(key, from_status="running", to_status="paused")
+    if unenroll_all:
+        signal = UnenrollSignal(reason="workflow deactivated with --unenroll-all")
+        done = await _signal_all(app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
+        return ActivationResult(key, False, unenrolled=done)
+    await _signal_all(app, targets, lambda h: h.signal(EnrollmentWorkflow.pause))
+    return ActivationResult(key, False, paused=len(targets))
+
+
+# ---------------------------------------------------------------- records, lists, events
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """`PROP=VALUE` stores text; `PROP:=JSON` stores a JSON value (SPEC §4)."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        if ":=" in pair and (pair.index(":=") < pair.index("=") + 1 if "=" in pair else True):
+            name, raw = pair.split(":=", 1)
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{pair}: not valid JSON after ':=' ({exc.msg})") from None
+            if isinstance(value, dict | list):
+                raise UserError(f"{pair}: a property holds a string, number, boolean or null")
+        elif "=" in pair:
+            name, value = pair.split("=", 1)
+        else:
+            raise UserError(f"{pair}: expected PROP=VALUE or PROP:=JSON")
+        name = name.strip()
+        if not name:
+            raise UserError(f"{pair}: the property name is empty")
+        values[name] = value
+    return values
+
+
+def record_view(session: Any, object_type: str, record_id: str) -> dict[str, Any]:
+    record = RecordRepository(session).require(object_type, record_id)
+    return {
+        "object_type": object_type,
+        "id": record_id,
+        "properties": dict(record.properties),
+        "lists": ListRepository(session).lists_of(object_type, record_id),
+    }
+
+
+def set_record(app: App, object_type: str, record_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    with app.sessions.begin() as session:
+        RecordRepository(session).upsert(object_type, record_id, values, now=utcnow())
+        return record_view(session, object_type, record_id)
+
+
+def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
+    with app.sessions() as session:
+        try:
+            return record_view(session, object_type, record_id)
+        except RecordNotFound as exc:
+            raise UserError(str(exc)) from None
+
+
+def delete_record(app: App, object_type: str, record_id: str) -> None:
+    with app.sessions.begin() as session:
+        if not RecordRepository(session).delete(object_type, record_id):
+            raise UserError(f"no {object_type} with id '{record_id}'")
+
+
+def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a CSV (header line; empty cells are absent) or JSONL file, with line numbers."""
+    suffix = path.suffix.lower()
+    with path.open(encoding="utf-8", newline="") as handle:
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"{path}:{number}: each line must be a JSON object")
+                yield number, row
+        elif suffix == ".csv":
+            reader = csv.DictReader(handle)
+            for row in reader:
+                if None in row:
+                    raise UserError(f"{path}:{reader.line_num}: more cells than header columns")
+                yield reader.line_num, {k: v for k, v in row.items() if v not in ("", None)}
+        else:
+            raise UserError(f"{path}: unknown format: use a .csv or .jsonl file")
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+
+
+def import_records(
+    app: App,
+    path: Path,
+    object_type: str,
+    *,
+    batch_size: int = 1000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Upsert every row (its `id` column names the record). The whole file is checked before
+    anything is written, so a bad line never leaves half an import behind."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for number, row in _read_rows(path):
+        record_id = row.pop("id", None)
+        if record_id in (None, ""):
+            raise UserError(f"{path}:{number}: missing 'id'")
+        for name, value in row.items():
+            if isinstance(value, dict | list):
+                raise UserError(f"{path}:{number}: property '{name}' must be a scalar")
+        rows.append((str(record_id), row))
+    result = ImportResult()
+    now = utcnow()
+    with app.sessions.begin() as session:
+        records = RecordRepository(session)
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            created, updated = records.upsert_many(object_type, batch, now=now)
+            result.created += created
+            result.updated += updated
+            if on_progress:
+                on_progress(len(batch))
+    return result
+
+
+def _require_record(session: Any, object_type: str, record_id: str) -> None:
+    if RecordRepository(session).get(object_type, record_id) is None:
+        raise UserError(f"no {object_type} with id '{record_id}'")
+
+
+def change_list(
+    app: App, name: str, ids: Sequence[str], *, object_type: str, add: bool
+) -> int:
+    """Add or remove records; returns how many memberships changed."""
+    changed = 0
+    now = utcnow()
+    with app.sessions.begin() as session:
+        lists = ListRepository(session)
+        for record_id in ids:
+            _require_record(session, object_type, record_id)
+            try:
+                if add:
+                    changed += lists.add(name, object_type, record_id, now=now)
+                else:
+                    changed += lists.remove(name, object_type, record_id)
+            except StoreError as exc:
+                raise UserError(str(exc)) from None
+    return changed
+
+
+def show_list(app: App, name: str) -> dict[str, Any]:
+    with app.sessions() as session:
+        lists = ListRepository(session)
+        found = lists.get(name)
+        if found is None:
+            raise UserError(f"no list '{name}'")
+        return {"name": name, "object_type": found.object_type, "members": lists.members(name)}
+
+
+def track_event(
+    app: App, object_type: str, record_id: str, name: str, properties: dict[str, Any]
+) -> dict[str, Any]:
+    with app.sessions.begin() as session:
+        _require_record(session, object_type, record_id)
+        event = EventRepository(session).add(object_type, record_id, name, properties, occurred_at=utcnow())
+        return {
+            "object_type": object_type,
+            "record_id": record_id,
+            "name": name,
+            "properties": properties,
+            "occurred_at": event.occurred_at.isoformat(),
+        }
+
+
+# ---------------------------------------------------------------- enrollments
+
+
+@dataclass(frozen=True)
+class EnrollOutcome:
+    record_id: str
+    enrolled: bool
+    message: str
+    temporal_workflow_id: str | None = None
+
+
+def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.WORKFLOW_KEY, ctx.workflow_key),
+            SearchAttributePair(sa.VERSION, ctx.version),
+            SearchAttributePair(sa.RECORD_ID, ctx.record_id),
+            SearchAttributePair(sa.OBJECT_TYPE, ctx.object_type),
+            SearchAttributePair(sa.STATUS, "running"),
+        ]
+    )
+
+
+async def start_enrollment(
+    app: App,
+    definition: WorkflowDefinition,
+    version: int,
+    record_id: str,
+    *,
+    source: str,
+) -> EnrollOutcome:
+    """Create the enrollment row, then its Temporal workflow (one running per workflow id)."""
+    object_type = definition.object_type
+    with app.sessions.begin() as session:
+        if RecordRepository(session).get(object_type, record_id) is None:
+            return EnrollOutcome(record_id, False, f"no {object_type} with id '{record_id}'")
+        try:
+            enrollment = EnrollmentRepository(session).create(
+                key=definition.key,
+                version=version,
+                object_type=object_type,
+                record_id=record_id,
+                source=source,
+                now=utcnow(),
+            )
+        except AlreadyEnrolled as exc:
+            return EnrollOutcome(record_id, False, str(exc))
+    ctx = EnrollmentContext(
+        enrollment_id=enrollment.id,
+        workflow_key=definition.key,
+        workflow_name=definition.name,
+        version=version,
+        object_type=object_type,
+        record_id=record_id,
+    )
+    client = await app.client()
+    try:
+        await client.start_workflow(
+            EnrollmentWorkflow.run,
+            EnrollmentInput(context=ctx, definition=definition),
+            id=enrollment.temporal_workflow_id,
+            task_queue=app.settings.task_queue,
+            search_attributes=enrollment_search_attributes(ctx),
+            static_summary=f"{definition.name} (v{version}) for {object_type} {record_id}",
+        )
+    except Exception as exc:
+        with app.sessions.begin() as session:
+            EnrollmentRepository(session).set_status(
+                enrollment.id, "failed", reason=f"could not start: {exc}", ended_at=utcnow()
+            )
+        raise OperationFailed(f"could not start the enrollment of '{record_id}': {exc}") from exc
+    return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
+
+
+async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOutcome]:
+    with app.sessions() as session:
+        workflow = WorkflowRepository(session).get(key)
+        if workflow is None:
+            raise UserError(f"no workflow '{key}'")
+        if not workflow.active:
+            raise OperationFailed(f"workflow '{key}' is not active: run `crmflow activate {key}` first")
+    definition, version = load_version(app, key)
+    return [
+        await start_enrollment(app, definition, version, record_id, source="manual")
+        for record_id in record_ids
+    ]
+
+
+async def unenroll(
+    app: App, key: str, record_ids: Sequence[str], *, reason: str = "unenrolled manually", wait: float = 10.0
+) -> list[EnrollOutcome]:
+    """Signal each running enrollment; wait (bounded) until the workflow has recorded it."""
+    with app.sessions() as session:
+        definition, _ = load_version(app, key)
+        enrollments = EnrollmentRepository(session)
+        targets = {
+            record_id: enrollments.active_for(key, definition.object_type, record_id)
+            for record_id in record_ids
+        }
+    client = await app.client()
+    outcomes = []
+    for record_id, enrollment in targets.items():
+        if enrollment is None:
+            outcomes.append(EnrollOutcome(record_id, False, f"'{record_id}' is not enrolled in '{key}'"))
+            continue
+        handle = client.get_workflow_handle(enrollment.temporal_workflow_id)
+        try:
+            await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason=reason))
+        except RPCError as exc:
+            outcomes.append(EnrollOutcome(record_id, False, f"could not signal: {exc.message}"))
+            continue
+        status = await _wait_for_end(app, enrollment.id, wait)
+        message = "unenrolled" if status == "unenrolled" else (
+            f"ended as {status}" if status else "unenroll requested: it takes effect when a worker runs"
+        )
+        outcomes.append(EnrollOutcome(record_id, status == "unenrolled", message, enrollment.temporal_workflow_id))
+    return outcomes
+
+
+async def _wait_for_end(app: App, enrollment_id: int, timeout: float) -> str | None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with app.sessions() as session:
+            found = EnrollmentRepository(session).get(enrollment_id)
+            if found is not None and found.status not in ACTIVE_STATUSES:
+                return found.status
+        if asyncio.get_running_loop().time() >= deadline:
+            return None
+        await asyncio.sleep(0.1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def step_view(step: EnrollmentStep) -> dict[str, Any]:
+    return {
+        "action_id": step.action_id,
+        "type": step.type,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "outcome": step.outcome,
+    }
+
+
+def enrollment_view(enrollment: Enrollment, steps: list[EnrollmentStep]) -> dict[str, Any]:
+    return {
+        "workflow": enrollment.workflow_key,
+        "version": enrollment.version,
+        "record_id": enrollment.record_id,
+        "object_type": enrollment.object_type,
+        "status": enrollment.status,
+        "reason": enrollment.reason,
+        "source": enrollment.source,
+        "enrolled_at": _iso(enrollment.enrolled_at),
+        "ended_at": _iso(enrollment.ended_at),
+        "temporal_workflow_id": enrollment.temporal_workflow_id,
+        "steps": [step_view(s) for s in steps],
+    }
+
+
+def list_enrollments(
+    app: App, key: str, *, record_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    with app.sessions() as session:
+        if WorkflowRepository(session).get(key) is None:
+            raise UserError(f"no workflow '{key}'")
+        repo = EnrollmentRepository(session)
+        found = repo.find(key, record_id=record_id, statuses=[status] if status else None)
+        steps = repo.steps([e.id for e in found])
+        return [enrollment_view(e, steps[e.id]) for e in found]
+
+
+def history(app: App, key: str, record_id: str) -> list[dict[str, Any]]:
+    """Every enrollment of one record in one workflow, oldest first, with its timeline."""
+    found = list_enrollments(app, key, record_id=record_id)
+    if not found:
+        raise OperationFailed(f"'{record_id}' was never enrolled in '{key}'")
+    return found
+
+
+def outbox(app: App) -> list[dict[str, Any]]:
+    with app.sessions() as session:
+        return [
+            {
+                "to": m.to,
+                "subject": m.subject,
+                "body": m.body,
+                "workflow": m.workflow_key,
+                "action_id": m.action_id,
+                "record_id": m.record_id,
+                "sent_at": _iso(m.sent_at),
+                "kind": m.kind,
+                "message_id": m.message_id,
+                "delivery_status": m.delivery_status,
+            }
+            for m in OutboxRepository(session).all()
+        ]
+
+
+def tasks(app: App) -> list[dict[str, Any]]:
+    with app.sessions() as session:
+        return [
+            {
+                "title": t.title,
+                "assignee": t.assignee,
+                "due_at": _iso(t.due_at),
+                "record_id": t.record_id,
+                "workflow": t.workflow_key,
+                "action_id": t.action_id,
+                "created_at": _iso(t.created_at),
+            }
+            for t in TaskRepository(session).all()
+        ]
+
+

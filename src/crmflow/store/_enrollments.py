@@ -1,0 +1,215 @@
+"""Repository of enrollments and their steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ._records import StoreError
+from ._tables import ACTIVE_STATUSES, Enrollment, EnrollmentStep
+
+ENDED_STATUSES = ("completed", "goal_met", "unenrolled", "failed")
+
+
+class AlreadyEnrolled(StoreError):
+    def __init__(self, key: str, object_type: str, record_id: str) -> None:
+        super().__init__(f"{object_type} '{record_id}' is already enrolled in '{key}'")
+
+
+def temporal_workflow_id(key: str, object_type: str, record_id: str, seq: int) -> str:
+    """Readable and deterministic: the n-th enrollment of a record in a workflow."""
+    return f"{key}:{object_type}:{record_id}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepWrite:
+    """A step to store (idempotent on enrollment and action)."""
+
+    action_id: str
+    type: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    detail: dict[str, Any]
+
+
+class EnrollmentRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def create(
+        self,
+        *,
+        key: str,
+        version: int,
+        object_type: str,
+        record_id: str,
+        source: str,
+        now: datetime,
+    ) -> Enrollment:
+        """A new running enrollment. Raises AlreadyEnrolled when one is running or paused: the
+        partial unique index makes this hold under concurrency too."""
+        if self.active_for(key, object_type, record_id) is not None:
+            raise AlreadyEnrolled(key, object_type, record_id)
+        seq = 1 + int(
+            self.session.scalar(
+                select(func.coalesce(func.max(Enrollment.seq), 0)).where(
+                    Enrollment.workflow_key == key,
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id == record_id,
+                )
+            )
+            or 0
+        )
+        enrollment = Enrollment(
+            workflow_key=key,
+            version=version,
+            object_type=object_type,
+            record_id=record_id,
+            seq=seq,
+            status="running",
+            source=source,
+            enrolled_at=now,
+            temporal_workflow_id=temporal_workflow_id(key, object_type, record_id, seq),
+        )
+        try:
+            with self.session.begin_nested():
+                self.session.add(enrollment)
+                self.session.flush()
+        except IntegrityError:
+            raise AlreadyEnrolled(key, object_type, record_id) from None
+        return enrollment
+
+    def get(self, enrollment_id: int, *, for_update: bool = False) -> Enrollment | None:
+        return self.session.get(Enrollment, enrollment_id, with_for_update=for_update)
+
+    def active_for(self, key: str, object_type: str, record_id: str) -> Enrollment | None:
+        return self.session.scalars(
+            select(Enrollment).where(
+                Enrollment.workflow_key == key,
+                Enrollment.object_type == object_type,
+                Enrollment.record_id == record_id,
+                Enrollment.status.in_(ACTIVE_STATUSES),
+            )
+        ).one_or_none()
+
+    def ever_enrolled(self, key: str, object_type: str, record_id: str) -> bool:
+        return (
+            self.session.scalar(
+                select(Enrollment.id)
+                .where(
+                    Enrollment.workflow_key == key,
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id == record_id,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+    def find(
+        self,
+        key: str,
+        *,
+        object_type: str | None = None,
+        record_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Enrollment]:
+        stmt = select(Enrollment).where(Enrollment.workflow_key == key)
+        if object_type is not None:
+            stmt = stmt.where(Enrollment.object_type == object_type)
+        if record_id is not None:
+            stmt = stmt.where(Enrollment.record_id == record_id)
+        if statuses:
+            stmt = stmt.where(Enrollment.status.in_(list(statuses)))
+        stmt = stmt.order_by(Enrollment.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return list(self.session.scalars(stmt))
+
+    def set_status(
+        self,
+        enrollment_id: int,
+        status: str,
+        *,
+        reason: str | None = None,
+        ended_at: datetime | None = None,
+        only_from: Iterable[str] | None = None,
+    ) -> bool:
+        """Change the status; with `only_from`, only when the current status is one of those
+        (so a late pause never reopens an ended enrollment). Returns whether a row changed."""
+        stmt = update(Enrollment).where(Enrollment.id == enrollment_id)
+        if only_from is not None:
+            stmt = stmt.where(Enrollment.status.in_(list(only_from)))
+        values: dict[str, Any] = {"status": status, "reason": reason}
+        if ended_at is not None:
+            values["ended_at"] = ended_at
+        return bool(self.session.execute(stmt.values(**values)).rowcount)
+
+    def set_status_for_workflow(
+        self, key: str, *, from_status: str, to_status: str
+    ) -> list[Enrollment]:
+        """Move every enrollment of a workflow from one active status to another."""
+        found = self.find(key, statuses=[from_status])
+        if found:
+            self.session.execute(
+                update(Enrollment)
+                .where(Enrollment.id.in_([e.id for e in found]), Enrollment.status == from_status)
+                .values(status=to_status)
+            )
+        return found
+
+    def steps(self, enrollment_ids: Sequence[int]) -> dict[int, list[EnrollmentStep]]:
+        result: dict[int, list[EnrollmentStep]] = {i: [] for i in enrollment_ids}
+        if not enrollment_ids:
+            return result
+        for step in self.session.scalars(
+            select(EnrollmentStep)
+            .where(EnrollmentStep.enrollment_id.in_(list(enrollment_ids)))
+            .order_by(EnrollmentStep.started_at, EnrollmentStep.id)
+        ):
+            result[step.enrollment_id].append(step)
+        return result
+
+    def step(self, enrollment_id: int, action_id: str) -> EnrollmentStep | None:
+        return self.session.scalars(
+            select(EnrollmentStep).where(
+                EnrollmentStep.enrollment_id == enrollment_id, EnrollmentStep.action_id == action_id
+            )
+        ).one_or_none()
+
+    def write_step(self, enrollment_id: int, step: StepWrite) -> EnrollmentStep:
+        """Insert or complete the step of (enrollment, action); never creates a second one."""
+        existing = self.step(enrollment_id, step.action_id)
+        if existing is None:
+            existing = EnrollmentStep(
+                enrollment_id=enrollment_id,
+                action_id=step.action_id,
+                type=step.type,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                outcome=step.outcome,
+                detail=step.detail,
+            )
+            self.session.add(existing)
+        elif existing.finished_at is None:
+            existing.finished_at = step.finished_at
+            existing.outcome = step.outcome
+            existing.detail = {**existing.detail, **step.detail}
+        self.session.flush()
+        return existing
+
+    def count_by_status(self, key: str) -> dict[str, int]:
+        rows = self.session.execute(
+            select(Enrollment.status, func.count())
+            .where(Enrollment.workflow_key == key)
+            .group_by(Enrollment.status)
+        ).tuples()
+        return {status: int(n) for status, n in rows}

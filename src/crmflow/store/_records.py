@@ -1,0 +1,259 @@
+"""Repositories for records, lists and events. They take a session and never commit: the caller
+owns the transaction (so an effect and its step record land together, or not at all)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from crmflow.conditions import EventSnapshot, RecordSnapshot
+
+from ._tables import Event, ListMembership, Record, RecordList
+
+
+class StoreError(Exception):
+    """A store operation refused for a reason the user can act on."""
+
+
+class RecordNotFound(StoreError):
+    def __init__(self, object_type: str, record_id: str) -> None:
+        super().__init__(f"no {object_type} with id '{record_id}'")
+        self.object_type = object_type
+        self.record_id = record_id
+
+
+def merge_properties(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply changes; a value of None removes the property (a cleared value is an unknown one)."""
+    merged = dict(current)
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+class RecordRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, object_type: str, record_id: str, *, for_update: bool = False) -> Record | None:
+        stmt = select(Record).where(Record.object_type == object_type, Record.id == record_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def require(self, object_type: str, record_id: str, *, for_update: bool = False) -> Record:
+        record = self.get(object_type, record_id, for_update=for_update)
+        if record is None:
+            raise RecordNotFound(object_type, record_id)
+        return record
+
+    def upsert(
+        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+    ) -> tuple[Record, bool]:
+        """Create the record or merge `changes` into it. Returns (record, created)."""
+        record = self.get(object_type, record_id, for_update=True)
+        if record is None:
+            record = Record(
+                object_type=object_type,
+                id=record_id,
+                properties=merge_properties({}, changes),
+                created_at=now,
+                updated_at=now,
+            )
+            self.session.add(record)
+            self.session.flush()
+            return record, True
+        record.properties = merge_properties(record.properties, changes)
+        record.updated_at = now
+        self.session.flush()
+        return record, False
+
+    def update(
+        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+    ) -> Record:
+        record = self.require(object_type, record_id, for_update=True)
+        record.properties = merge_properties(record.properties, changes)
+        record.updated_at = now
+        self.session.flush()
+        return record
+
+    def delete(self, object_type: str, record_id: str) -> bool:
+        # Memberships and events go with the record (ON DELETE CASCADE, and explicitly for
+        # SQLite connections opened without the foreign_keys pragma).
+        self.session.execute(
+            delete(ListMembership).where(
+                ListMembership.object_type == object_type, ListMembership.record_id == record_id
+            )
+        )
+        self.session.execute(
+            delete(Event).where(Event.object_type == object_type, Event.record_id == record_id)
+        )
+        result = self.session.execute(
+            delete(Record).where(Record.object_type == object_type, Record.id == record_id)
+        )
+        return bool(result.rowcount)
+
+    def count(self, object_type: str | None = None) -> int:
+        stmt = select(func.count()).select_from(Record)
+        if object_type is not None:
+            stmt = stmt.where(Record.object_type == object_type)
+        return int(self.session.scalar(stmt) or 0)
+
+    def upsert_many(
+        self, object_type: str, rows: Iterable[tuple[str, Mapping[str, Any]]], *, now: datetime
+    ) -> tuple[int, int]:
+        """Bulk upsert of (id, properties). Returns (created, updated)."""
+        rows = list(rows)
+        ids = [record_id for record_id, _ in rows]
+        existing = {
+            r.id: r
+            for r in self.session.scalars(
+                select(Record).where(Record.object_type == object_type, Record.id.in_(ids))
+            )
+        }
+        created = updated = 0
+        for record_id, changes in rows:
+            record = existing.get(record_id)
+            if record is None:
+                record = Record(
+                    object_type=object_type,
+                    id=record_id,
+                    properties=merge_properties({}, changes),
+                    created_at=now,
+                    updated_at=now,
+                )
+                self.session.add(record)
+                existing[record_id] = record
+                created += 1
+            else:
+                record.properties = merge_properties(record.properties, changes)
+                record.updated_at = now
+                updated += 1
+        self.session.flush()
+        return created, updated
+
+
+class ListRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def ensure(self, name: str, object_type: str, *, now: datetime) -> RecordList:
+        found = self.session.get(RecordList, name)
+        if found is None:
+            found = RecordList(name=name, object_type=object_type, created_at=now)
+            self.session.add(found)
+            self.session.flush()
+        elif found.object_type != object_type:
+            raise StoreError(f"list '{name}' holds {found.object_type} records, not {object_type}")
+        return found
+
+    def get(self, name: str) -> RecordList | None:
+        return self.session.get(RecordList, name)
+
+    def add(self, name: str, object_type: str, record_id: str, *, now: datetime) -> bool:
+        """Add a record; returns False when it already was a member."""
+        self.ensure(name, object_type, now=now)
+        key = (name, object_type, record_id)
+        if self.session.get(ListMembership, key) is not None:
+            return False
+        self.session.add(
+            ListMembership(list_name=name, object_type=object_type, record_id=record_id, added_at=now)
+        )
+        self.session.flush()
+        return True
+
+    def remove(self, name: str, object_type: str, record_id: str) -> bool:
+        result = self.session.execute(
+            delete(ListMembership).where(
+                ListMembership.list_name == name,
+                ListMembership.object_type == object_type,
+                ListMembership.record_id == record_id,
+            )
+        )
+        return bool(result.rowcount)
+
+    def members(self, name: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(ListMembership.record_id)
+                .where(ListMembership.list_name == name)
+                .order_by(ListMembership.record_id)
+            )
+        )
+
+    def lists_of(self, object_type: str, record_id: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(ListMembership.list_name)
+                .where(ListMembership.object_type == object_type, ListMembership.record_id == record_id)
+                .order_by(ListMembership.list_name)
+            )
+        )
+
+
+class EventRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(
+        self,
+        object_type: str,
+        record_id: str,
+        name: str,
+        properties: Mapping[str, Any],
+        *,
+        occurred_at: datetime,
+    ) -> Event:
+        event = Event(
+            object_type=object_type,
+            record_id=record_id,
+            name=name,
+            properties=dict(properties),
+            occurred_at=occurred_at,
+        )
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def for_record(
+        self, object_type: str, record_id: str, *, names: Iterable[str] | None = None
+    ) -> list[Event]:
+        stmt = select(Event).where(Event.object_type == object_type, Event.record_id == record_id)
+        if names is not None:
+            stmt = stmt.where(Event.name.in_(list(names)))
+        return list(self.session.scalars(stmt.order_by(Event.occurred_at, Event.id)))
+
+
+def load_snapshot(
+    session: Session,
+    object_type: str,
+    record_id: str,
+    *,
+    event_names: Iterable[str] | None = None,
+) -> RecordSnapshot | None:
+    """The record as conditions see it: properties, lists, and the events named (all if None)."""
+    record = RecordRepository(session).get(object_type, record_id)
+    if record is None:
+        return None
+    names = None if event_names is None else list(event_names)
+    events = (
+        []
+        if names == []
+        else EventRepository(session).for_record(object_type, record_id, names=names)
+    )
+    return RecordSnapshot(
+        object_type=object_type,
+        id=record_id,
+        properties=dict(record.properties),
+        lists=frozenset(ListRepository(session).lists_of(object_type, record_id)),
+        events=[
+            EventSnapshot(name=e.name, occurred_at=e.occurred_at, properties=dict(e.properties))
+            for e in events
+        ],
+    )

@@ -1,0 +1,206 @@
+"""The enrollment workflow: interprets one definition version for one record.
+
+Deterministic by construction: time from `workflow.now()`, randomness from `workflow.random()`,
+every read or write of the store in an activity. The definition travels in the input, so a later
+publish never changes a running enrollment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from crmflow.activities.enrollments import EnrollmentActivities
+    from crmflow.activities.messages import MessageActivities
+    from crmflow.activities.models import (
+        ActionInput,
+        ActionResult,
+        EnrollmentInput,
+        EnrollmentResult,
+        EnrollmentStatus,
+        FinishInput,
+        GoalMetSignal,
+        StepInput,
+        UnenrollSignal,
+    )
+    from crmflow.activities.records import RecordActivities
+    from crmflow.definitions import Action, DelayAction, SplitAction
+
+    from . import _search_attributes as sa
+    from ._policies import BOOKKEEPING, STORE_ACTION
+
+END = "end"
+
+# Which activity runs which action type: the interpreter dispatches on this table.
+_ACTIVITY_OF = {
+    "set_property": RecordActivities.update_record,
+    "copy_property": RecordActivities.update_record,
+    "clear_property": RecordActivities.update_record,
+    "increment_property": RecordActivities.update_record,
+    "add_to_list": RecordActivities.update_record,
+    "remove_from_list": RecordActivities.update_record,
+    "send_email": MessageActivities.send_email,
+    "notify": MessageActivities.send_email,
+    "create_task": MessageActivities.create_task,
+    "branch": EnrollmentActivities.evaluate_branch,
+    "value_branch": EnrollmentActivities.evaluate_branch,
+}
+
+# Executed in the workflow itself (no activity).
+_IN_WORKFLOW = {"delay", "split"}
+
+EXECUTABLE_ACTION_TYPES = frozenset(_ACTIVITY_OF) | _IN_WORKFLOW
+
+
+@workflow.defn(name="Enrollment")
+class EnrollmentWorkflow:
+    def __init__(self) -> None:
+        self._stop: tuple[EnrollmentStatus, str | None] | None = None
+        self._paused = False
+        self._current: str | None = None
+
+    @workflow.signal
+    def unenroll(self, signal: UnenrollSignal) -> None:
+        if self._stop is None:
+            self._stop = ("unenrolled", signal.reason)
+
+    @workflow.signal
+    def goal_met(self, signal: GoalMetSignal) -> None:
+        if self._stop is None:
+            self._stop = ("goal_met", signal.detail or "goal met")
+
+    @workflow.signal
+    def pause(self) -> None:
+        self._paused = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        self._paused = False
+
+    @workflow.query
+    def current_action(self) -> str | None:
+        return self._current
+
+    @workflow.run
+    async def run(self, input: EnrollmentInput) -> EnrollmentResult:
+        definition = input.definition
+        actions = {action.id: action for action in definition.actions}
+        current = definition.actions[0].id
+        steps = 0
+        while current != END:
+            if await self._hold():
+                break
+            action = actions[current]
+            self._current = action.id
+            chosen = await self._run_action(input, action)
+            steps += 1
+            current = chosen or definition.next_of(action.id)
+        self._current = None
+        status, reason = self._stop or ("completed", None)
+        await workflow.execute_local_activity_method(
+            EnrollmentActivities.finish_enrollment,
+            FinishInput(context=input.context, status=status, reason=reason, at=workflow.now()),
+            summary=f"{status}" + (f": {reason}" if reason else ""),
+            **BOOKKEEPING,
+        )
+        workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+        return EnrollmentResult(status=status, reason=reason, steps=steps)
+
+    async def _hold(self) -> bool:
+        """Before each action: stop if asked, wait while the workflow is deactivated."""
+        if self._stop is None and self._paused:
+            workflow.upsert_search_attributes([sa.STATUS.value_set("paused")])
+            await workflow.wait_condition(lambda: not self._paused or self._stop is not None)
+            if self._stop is None:
+                workflow.upsert_search_attributes([sa.STATUS.value_set("running")])
+        return self._stop is not None
+
+    async def _run_action(self, input: EnrollmentInput, action: Action) -> str | None:
+        """Run one action; returns the chosen target for branching actions, else None."""
+        if isinstance(action, DelayAction):
+            return await self._delay(input, action)
+        if isinstance(action, SplitAction):
+            return await self._split(input, action)
+        try:
+            result: ActionResult = await workflow.execute_activity_method(
+                _ACTIVITY_OF[action.type],
+                ActionInput(context=input.context, action=action, at=workflow.now()),
+                summary=action.summary(),
+                **STORE_ACTION,
+            )
+        except ActivityError as exc:
+            # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
+            cause = exc.cause.message if exc.cause is not None else str(exc)
+            await self._record(input, action, workflow.now(), f"failed after retries: {cause}")
+            return getattr(action, "otherwise", None)
+        return result.next
+
+    async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
+        started = workflow.now()
+        wake = _wake_time(action, started, input.definition.settings.timezone)
+        await self._record(input, action, started, None)
+        if wake > started:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stop is not None,
+                    timeout=wake - started,
+                    timeout_summary=action.summary(),
+                )
+            except TimeoutError:
+                pass
+        if self._stop is not None:
+            outcome = f"interrupted: {self._stop[0]}"
+        elif wake <= started:
+            outcome = f"date {wake.isoformat()} already past: continued at once"
+        else:
+            outcome = f"waited until {wake.isoformat()}"
+        await self._record(input, action, started, outcome)
+        return None
+
+    async def _split(self, input: EnrollmentInput, action: SplitAction) -> str:
+        # workflow.random() is seeded per run: a replay takes the same path.
+        draw = workflow.random().random() * 100
+        total = 0.0
+        chosen = action.paths[-1]
+        for index, path in enumerate(action.paths):
+            total += path.percent
+            if draw < total:
+                chosen = path
+                break
+        index = action.paths.index(chosen) + 1
+        await self._record(
+            input, action, workflow.now(), f"path {index} ({chosen.percent}%) -> {chosen.next}"
+        )
+        return chosen.next
+
+    async def _record(
+        self, input: EnrollmentInput, action: Action, started: datetime, outcome: str | None
+    ) -> None:
+        await workflow.execute_local_activity_method(
+            EnrollmentActivities.record_step,
+            StepInput(
+                context=input.context,
+                action_id=action.id,
+                type=action.type,
+                started_at=started,
+                finished_at=None if outcome is None else workflow.now(),
+                outcome=outcome,
+            ),
+            summary=f"step {action.id}" + (f": {outcome}" if outcome else " started"),
+            **BOOKKEEPING,
+        )
+
+
+def _wake_time(action: DelayAction, now: datetime, timezone: str) -> datetime:
+    if action.duration is not None:
+        return now + action.duration
+    if action.until_date is not None:
+        # A date without an offset is in the workflow's time zone.
+        if action.until_date.tzinfo is None:
+            return action.until_date.replace(tzinfo=ZoneInfo(timezone))
+        return action.until_date
+    raise ValueError(f"delay '{action.id}': a {action.kind} delay is not executable yet")

@@ -1,0 +1,75 @@
+"""Worker wiring: which workflows and activities run, with which dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from crmflow.activities.enrollments import EnrollmentActivities
+from crmflow.activities.messages import MessageActivities
+from crmflow.activities.records import RecordActivities
+
+from ._enrollment import EnrollmentWorkflow
+
+TASK_QUEUE = "crmflow"
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The default sandbox, with zoneinfo usable (time zones are computed in workflow code) and
+    our pure modules passed through (loaded once, not per workflow run)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "crmflow.definitions",
+        "crmflow.activities.models",
+        "crmflow.conditions",
+        "crmflow.templates",
+        "pydantic",
+        "jinja2",
+        "markupsafe",
+    )
+    return SandboxedWorkflowRunner(
+        restrictions=restrictions.__class__(
+            passthrough_modules=restrictions.passthrough_modules,
+            invalid_modules=restrictions.invalid_modules,
+            invalid_module_members=restrictions.invalid_module_members.with_child_unrestricted(
+                "zoneinfo"
+            ),
+        )
+    )
+
+
+WORKFLOWS = [EnrollmentWorkflow]
+
+
+def build_worker(
+    client: Client,
+    sessions: sessionmaker[Session],
+    *,
+    task_queue: str = TASK_QUEUE,
+    executor: ThreadPoolExecutor | None = None,
+    max_concurrent_activities: int = 32,
+    extra_workflows: Sequence[type] = (),
+) -> Worker:
+    records = RecordActivities(sessions)
+    messages = MessageActivities(sessions)
+    enrollments = EnrollmentActivities(sessions)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, *extra_workflows],
+        activities=[
+            records.update_record,
+            messages.send_email,
+            messages.create_task,
+            enrollments.evaluate_branch,
+            enrollments.record_step,
+            enrollments.finish_enrollment,
+        ],
+        activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        workflow_runner=workflow_runner(),
+    )
