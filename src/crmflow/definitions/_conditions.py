@@ -7,18 +7,20 @@ describes and validates the tree, so it stays importable inside the workflow san
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from ._base import DefinitionModel
 from ._durations import PositiveDuration, parse_duration
+from ._types import PROPERTY_NAME_PATTERN, Name, PropertyName, ScalarValue
 
 Scalar = str | int | float | bool | None
 
-PROPERTY_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+PROPERTY_NAME = PROPERTY_NAME_PATTERN
 
 
 class PropertyOp(StrEnum):
@@ -43,13 +45,20 @@ class PropertyOp(StrEnum):
     MORE_THAN_AGO = "more_than_ago"
 
 
-_STRING_OPS = {PropertyOp.CONTAINS, PropertyOp.NOT_CONTAINS, PropertyOp.STARTS_WITH, PropertyOp.ENDS_WITH}
+_STRING_OPS = {
+    PropertyOp.CONTAINS,
+    PropertyOp.NOT_CONTAINS,
+    PropertyOp.STARTS_WITH,
+    PropertyOp.ENDS_WITH,
+}
 _ORDER_OPS = {PropertyOp.GT, PropertyOp.GTE, PropertyOp.LT, PropertyOp.LTE}
 _NO_VALUE_OPS = {PropertyOp.KNOWN, PropertyOp.UNKNOWN}
 _DURATION_OPS = {PropertyOp.WITHIN_LAST, PropertyOp.MORE_THAN_AGO}
 _DATE_OPS = {PropertyOp.BEFORE, PropertyOp.AFTER}
 
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+_ISO_DATE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
 
 
 def parse_iso_date(text: str) -> date | datetime:
@@ -81,7 +90,7 @@ def _is_orderable(value: Any) -> bool:
 class PropertyFilter(DefinitionModel):
     """Compare one property of the record."""
 
-    property: str = Field(pattern=PROPERTY_NAME, description="Name of the record property")
+    property: PropertyName = Field(description="Name of the record property")
     op: PropertyOp = Field(description="Comparison operator")
     value: Any = Field(default=None, description="Operand; its form depends on `op`")
 
@@ -95,9 +104,15 @@ class PropertyFilter(DefinitionModel):
             if not isinstance(value, Scalar):
                 raise ValueError(f"operator '{op}' needs a single value (string, number, boolean)")
             if value is None:
-                raise ValueError(f"operator '{op}' needs a value; use 'known'/'unknown' to test for absence")
+                raise ValueError(
+                    f"operator '{op}' needs a value; use 'known'/'unknown' to test for absence"
+                )
         elif op in (PropertyOp.IN, PropertyOp.NOT_IN):
-            if not isinstance(value, list) or not value or not all(isinstance(v, Scalar) and v is not None for v in value):
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(v, Scalar) and v is not None for v in value)
+            ):
                 raise ValueError(f"operator '{op}' needs a non-empty list of values")
         elif op in _STRING_OPS:
             if not isinstance(value, str) or value == "":
@@ -106,13 +121,17 @@ class PropertyFilter(DefinitionModel):
             if not _is_orderable(value):
                 raise ValueError(f"operator '{op}' needs a number or an ISO-8601 date value")
         elif op is PropertyOp.BETWEEN:
-            if not (isinstance(value, list) and len(value) == 2 and all(_is_orderable(v) for v in value)):
-                raise ValueError("operator 'between' needs [low, high]: two numbers or two ISO-8601 dates")
+            if not (isinstance(value, list) and len(value) == 2 and all(map(_is_orderable, value))):
+                raise ValueError(
+                    "operator 'between' needs [low, high]: two numbers or two ISO-8601 dates"
+                )
             if _is_number(value[0]) != _is_number(value[1]):
                 raise ValueError("operator 'between' needs two numbers or two dates, not a mix")
         elif op in _DATE_OPS:
             if not isinstance(value, str):
-                raise ValueError(f"operator '{op}' needs an ISO-8601 date or a signed duration such as '-30d'")
+                raise ValueError(
+                    f"operator '{op}' needs an ISO-8601 date or a signed duration such as '-30d'"
+                )
             try:
                 parse_iso_date(value)
             except ValueError:
@@ -120,7 +139,8 @@ class PropertyFilter(DefinitionModel):
                     parse_duration(value, signed=True)
                 except ValueError:
                     raise ValueError(
-                        f"operator '{op}' needs an ISO-8601 date or a signed duration such as '-30d', got {value!r}"
+                        f"operator '{op}' needs an ISO-8601 date or a signed duration such as"
+                        f" '-30d', got {value!r}"
                     ) from None
         elif op in _DURATION_OPS:
             if not isinstance(value, str):
@@ -132,40 +152,44 @@ class PropertyFilter(DefinitionModel):
 class InListFilter(DefinitionModel):
     """The record is a member of a static list."""
 
-    in_list: str = Field(min_length=1, description="List name")
+    in_list: Name = Field(description="List name")
 
 
 class NotInListFilter(DefinitionModel):
     """The record is not a member of a static list."""
 
-    not_in_list: str = Field(min_length=1, description="List name")
+    not_in_list: Name = Field(description="List name")
 
 
 class EventFilter(DefinitionModel):
     """The record did an event (at least `min_count` times, optionally within a period)."""
 
-    event: str = Field(min_length=1, description="Event name, e.g. form_submitted")
-    where: dict[str, Scalar] = Field(default_factory=dict, description="Event properties that must be equal")
-    within: PositiveDuration | None = Field(default=None, description="Only events in this last period")
+    event: Name = Field(description="Event name, e.g. form_submitted")
+    where: dict[str, ScalarValue] = Field(
+        default_factory=dict, description="Event properties that must be equal"
+    )
+    within: PositiveDuration | None = Field(
+        default=None, description="Only events in this last period, e.g. 30d"
+    )
     min_count: int = Field(default=1, ge=1, description="How many matching events are needed")
 
 
 class AllCondition(DefinitionModel):
     """Every child holds (AND)."""
 
-    all: list[Condition] = Field(min_length=1)
+    all: list[Condition] = Field(min_length=1, description="Conditions that must all hold")
 
 
 class AnyCondition(DefinitionModel):
     """At least one child holds (OR)."""
 
-    any: list[Condition] = Field(min_length=1)
+    any: list[Condition] = Field(min_length=1, description="Conditions of which one must hold")
 
 
 class NotCondition(DefinitionModel):
     """The child does not hold."""
 
-    not_: Condition = Field(alias="not")
+    not_: Condition = Field(alias="not", description="The condition that must not hold")
 
 
 _KINDS = ("all", "any", "not", "property", "in_list", "not_in_list", "event")
@@ -176,7 +200,8 @@ def _condition_kind(value: Any) -> str | None:
         for kind in _KINDS:
             if kind in value:
                 return kind
-        return None
+        # A dump by field name (no by_alias) writes `not_`: it must validate back.
+        return "not" if "not_" in value else None
     for cls, kind in (
         (AllCondition, "all"),
         (AnyCondition, "any"),
@@ -192,20 +217,18 @@ def _condition_kind(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Union[
-        Annotated[AllCondition, Tag("all")],
-        Annotated[AnyCondition, Tag("any")],
-        Annotated[NotCondition, Tag("not")],
-        Annotated[PropertyFilter, Tag("property")],
-        Annotated[InListFilter, Tag("in_list")],
-        Annotated[NotInListFilter, Tag("not_in_list")],
-        Annotated[EventFilter, Tag("event")],
-    ],
+    Annotated[AllCondition, Tag("all")]
+    | Annotated[AnyCondition, Tag("any")]
+    | Annotated[NotCondition, Tag("not")]
+    | Annotated[PropertyFilter, Tag("property")]
+    | Annotated[InListFilter, Tag("in_list")]
+    | Annotated[NotInListFilter, Tag("not_in_list")]
+    | Annotated[EventFilter, Tag("event")],
     Discriminator(
         _condition_kind,
         custom_error_type="invalid_condition",
         custom_error_message=(
-            "a condition must have one of the keys: all, any, not, property, in_list, not_in_list, event"
+            "a condition needs one of: all, any, not, property, in_list, not_in_list, event"
         ),
     ),
 ]
@@ -215,3 +238,40 @@ AnyCondition.model_rebuild()
 NotCondition.model_rebuild()
 
 ConditionKind = Literal["all", "any", "not", "property", "in_list", "not_in_list", "event"]
+
+
+@dataclass(frozen=True)
+class ConditionReads:
+    """The property, list and event names a condition reads: what can change its answer."""
+
+    properties: frozenset[str] = frozenset()
+    lists: frozenset[str] = frozenset()
+    events: frozenset[str] = frozenset()
+
+    def __or__(self, other: ConditionReads) -> ConditionReads:
+        return ConditionReads(
+            self.properties | other.properties,
+            self.lists | other.lists,
+            self.events | other.events,
+        )
+
+
+def condition_reads(condition: Condition) -> ConditionReads:
+    """Every property, list and event name read anywhere in the condition tree."""
+    match condition:
+        case AllCondition(all=children) | AnyCondition(any=children):
+            result = ConditionReads()
+            for child in children:
+                result |= condition_reads(child)
+            return result
+        case NotCondition():
+            return condition_reads(condition.not_)
+        case PropertyFilter():
+            return ConditionReads(properties=frozenset({condition.property}))
+        case InListFilter():
+            return ConditionReads(lists=frozenset({condition.in_list}))
+        case NotInListFilter():
+            return ConditionReads(lists=frozenset({condition.not_in_list}))
+        case EventFilter():
+            return ConditionReads(events=frozenset({condition.event}))
+    raise TypeError(f"not a condition: {condition!r}")
