@@ -16,25 +16,23 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.activities.enrollments import EnrollmentActivities
-from crmflow.activities.messages import MessageActivities
-from crmflow.activities.models import ActionInput, EnrollmentContext, EnrollmentInput
-from crmflow.activities.records import RecordActivities
+from crmflow.activities.models import EnrollmentContext, EnrollmentInput
 from crmflow.definitions import WorkflowDefinition
 from crmflow.starter._app import App, Settings
 from crmflow.starter.services import enrollment_search_attributes as search_attributes
 from crmflow.store import EnrollmentRepository, RecordRepository, WorkflowRepository
 from crmflow.worker import EnrollmentWorkflow, build_worker
 from crmflow.worker import _search_attributes as sa
-from crmflow.worker._policies import STORE_ACTION
+
+sys.path.insert(0, str(Path(__file__).parent))
+from handwritten import HandWrittenWorkflow  # noqa: E402  (own module: the sandbox re-imports it)
 
 DEFINITION = WorkflowDefinition.model_validate(
     {
@@ -47,11 +45,20 @@ DEFINITION = WorkflowDefinition.model_validate(
                 "id": "route",
                 "type": "branch",
                 "branches": [
-                    {"name": "vip", "when": {"property": "vip", "op": "eq", "value": True}, "next": "end"}
+                    {
+                        "name": "vip",
+                        "when": {"property": "vip", "op": "eq", "value": True},
+                        "next": "end",
+                    }
                 ],
                 "otherwise": "welcome",
             },
-            {"id": "welcome", "type": "send_email", "subject": "Hi {{ record.name }}", "body": "Hello"},
+            {
+                "id": "welcome",
+                "type": "send_email",
+                "subject": "Hi {{ record.name }}",
+                "body": "Hello",
+            },
             {"id": "wait", "type": "delay", "duration": "1s"},
             {"id": "call", "type": "create_task", "title": "Call {{ record.name }}"},
         ],
@@ -59,53 +66,41 @@ DEFINITION = WorkflowDefinition.model_validate(
 )
 
 
-@workflow.defn(name="HandWritten")
-class HandWrittenWorkflow:
-    """What a developer would write by hand for the same five steps, with the same activities."""
-
-    @workflow.run
-    async def run(self, input: EnrollmentInput) -> None:
-        qualify, route, welcome, wait, call = input.definition.actions
-        ctx = input.context
-        await workflow.execute_activity_method(
-            RecordActivities.update_record, ActionInput(context=ctx, action=qualify, at=workflow.now()), **STORE_ACTION
-        )
-        chosen = await workflow.execute_activity_method(
-            EnrollmentActivities.evaluate_branch, ActionInput(context=ctx, action=route, at=workflow.now()), **STORE_ACTION
-        )
-        if chosen.next == "end":
-            return
-        await workflow.execute_activity_method(
-            MessageActivities.send_email, ActionInput(context=ctx, action=welcome, at=workflow.now()), **STORE_ACTION
-        )
-        await workflow.sleep(timedelta(seconds=1))
-        await workflow.execute_activity_method(
-            MessageActivities.create_task, ActionInput(context=ctx, action=call, at=workflow.now()), **STORE_ACTION
-        )
-
-
 def prepare(app: App, n: int, prefix: str) -> list[EnrollmentContext]:
     now = datetime.now(UTC)
     contexts = []
     with app.sessions.begin() as session:
         RecordRepository(session).upsert_many(
-            "contact", [(f"{prefix}{i}", {"name": f"P{i}", "email": f"p{i}@example.com"}) for i in range(n)], now=now
+            "contact",
+            [(f"{prefix}{i}", {"name": f"P{i}", "email": f"p{i}@example.com"}) for i in range(n)],
+            now=now,
         )
         enrollments = EnrollmentRepository(session)
         for i in range(n):
             e = enrollments.create(
-                key="bench", version=1, object_type="contact", record_id=f"{prefix}{i}", source="manual", now=now
+                key="bench",
+                version=1,
+                object_type="contact",
+                record_id=f"{prefix}{i}",
+                source="manual",
+                now=now,
             )
             contexts.append(
                 EnrollmentContext(
-                    enrollment_id=e.id, workflow_key="bench", workflow_name="Benchmark", version=1,
-                    object_type="contact", record_id=f"{prefix}{i}",
+                    enrollment_id=e.id,
+                    workflow_key="bench",
+                    workflow_name="Benchmark",
+                    version=1,
+                    object_type="contact",
+                    record_id=f"{prefix}{i}",
                 )
             )
     return contexts
 
 
-async def run_round(client: Client, kind: str, contexts: list[EnrollmentContext], task_queue: str) -> float:
+async def run_round(
+    client: Client, kind: str, contexts: list[EnrollmentContext], task_queue: str
+) -> float:
     gate = asyncio.Semaphore(64)
     workflow_type = "Enrollment" if kind == "interpreter" else "HandWritten"
 
@@ -128,8 +123,11 @@ async def run_round(client: Client, kind: str, contexts: list[EnrollmentContext]
     while (await client.count_workflows(query)).count < len(contexts):
         await asyncio.sleep(0.2)
     elapsed = time.perf_counter() - began
-    print(f"  {kind:12s} started {len(contexts)} in {started - began:6.1f} s, all completed after {elapsed:6.1f} s "
-          f"-> {len(contexts) / elapsed:6.1f} completions/s", flush=True)
+    print(
+        f"  {kind:12s} started {len(contexts)} in {started - began:6.1f} s, all completed after {elapsed:6.1f} s "
+        f"-> {len(contexts) / elapsed:6.1f} completions/s",
+        flush=True,
+    )
     return len(contexts) / elapsed
 
 
@@ -142,9 +140,14 @@ async def main() -> None:
     app = App(Settings(db_url=args.db or f"sqlite:///{tmp / 'bench.db'}", task_queue="bench"))
     with app.sessions.begin() as session:
         WorkflowRepository(session).publish(
-            key="bench", name="Benchmark", object_type="contact", trigger="manual",
+            key="bench",
+            name="Benchmark",
+            object_type="contact",
+            trigger="manual",
             definition=DEFINITION.model_dump(mode="json", by_alias=True, exclude_none=True),
-            source="", source_name="bench", now=datetime.now(UTC),
+            source="",
+            source_name="bench",
+            now=datetime.now(UTC),
         )
     temporal = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
     env = await WorkflowEnvironment.start_local(
@@ -152,7 +155,9 @@ async def main() -> None:
         data_converter=pydantic_data_converter,
         search_attributes=list(sa.ALL),
     )
-    print(f"{args.n} enrollments each; store {app.settings.db_url}; dev server in memory; one worker")
+    print(
+        f"{args.n} enrollments each; store {app.settings.db_url}; dev server in memory; one worker"
+    )
     try:
         worker = build_worker(
             env.client, app.sessions, task_queue="bench", extra_workflows=[HandWrittenWorkflow]

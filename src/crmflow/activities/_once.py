@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmflow.store import EnrollmentRepository, EnrollmentStep, StepWrite
 
-from .models import ActionInput, ActionResult
+from .models import ActionInput, ActionResult, FinishInput, StepInput
 
 
 def result_of(step: EnrollmentStep) -> ActionResult:
@@ -32,6 +32,29 @@ def finished_at(due: datetime) -> datetime:
     return max(datetime.now(UTC), due)
 
 
+def write_steps(session: Session, steps: list[StepInput]) -> None:
+    enrollments = EnrollmentRepository(session)
+    for step in steps:
+        enrollments.write_step(
+            step.context.enrollment_id,
+            StepWrite(
+                action_id=step.action_id,
+                type=step.type,
+                started_at=step.started_at,
+                finished_at=step.finished_at,
+                outcome=step.outcome,
+                detail={},
+            ),
+        )
+
+
+def write_finish(session: Session, finish: FinishInput) -> None:
+    write_steps(session, finish.steps)
+    EnrollmentRepository(session).set_status(
+        finish.context.enrollment_id, finish.status, reason=finish.reason, ended_at=finish.at
+    )
+
+
 def run_once(
     sessions: sessionmaker[Session],
     input: ActionInput,
@@ -45,6 +68,7 @@ def run_once(
                 done = enrollments.step(ctx.enrollment_id, action.id)
                 if done is not None and done.finished_at is not None:
                     return result_of(done)
+                write_steps(session, input.steps)
                 result = effect(session)
                 detail = dict(result.detail)
                 if result.failed:
@@ -62,6 +86,8 @@ def run_once(
                         detail=detail,
                     ),
                 )
+                if input.finish is not None:
+                    write_finish(session, input.finish)
                 return result
         except IntegrityError:
             # A concurrent attempt committed the same step first: read its result.

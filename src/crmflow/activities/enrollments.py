@@ -7,9 +7,9 @@ from temporalio import activity
 
 from crmflow.conditions import evaluate
 from crmflow.definitions import BranchAction, ValueBranchAction, condition_reads
-from crmflow.store import EnrollmentRepository, StepWrite, load_snapshot
+from crmflow.store import load_snapshot
 
-from ._once import run_once
+from ._once import run_once, write_finish, write_steps
 from .models import ActionInput, ActionResult, FinishInput, StepInput
 
 
@@ -32,7 +32,9 @@ class EnrollmentActivities:
                 events: set[str] = set()
                 for case in action.branches:
                     events |= condition_reads(case.when).events
-                snapshot = load_snapshot(session, ctx.object_type, ctx.record_id, event_names=events)
+                snapshot = load_snapshot(
+                    session, ctx.object_type, ctx.record_id, event_names=events
+                )
                 if snapshot is None:
                     return ActionResult(
                         outcome=f"{ctx.object_type} '{ctx.record_id}' no longer exists: otherwise",
@@ -54,31 +56,17 @@ class EnrollmentActivities:
                             next=target,
                         )
                 return ActionResult(
-                    outcome=f"{action.property} is {_display(value)}: otherwise", next=action.otherwise
+                    outcome=f"{action.property} is {_display(value)}: otherwise",
+                    next=action.otherwise,
                 )
         raise TypeError(f"evaluate_branch cannot run a {action.type} action")
 
     @activity.defn(name="record_step")
     def record_step(self, input: StepInput) -> None:
         with self.sessions.begin() as session:
-            EnrollmentRepository(session).write_step(
-                input.context.enrollment_id,
-                StepWrite(
-                    action_id=input.action_id,
-                    type=input.type,
-                    started_at=input.started_at,
-                    finished_at=input.finished_at,
-                    outcome=input.outcome,
-                    detail={},
-                ),
-            )
+            write_steps(session, [input])
 
     @activity.defn(name="finish_enrollment")
     def finish_enrollment(self, input: FinishInput) -> None:
         with self.sessions.begin() as session:
-            EnrollmentRepository(session).set_status(
-                input.context.enrollment_id,
-                input.status,
-                reason=input.reason,
-                ended_at=input.at,
-            )
+            write_finish(session, input)

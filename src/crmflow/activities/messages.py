@@ -87,7 +87,9 @@ class MessageActivities:
         props = dict(record.properties) if record is not None else {}
         try:
             title = self._render(action.title, props, ctx)
-            assignee = self._render(action.assignee, props, ctx).strip() if action.assignee else None
+            assignee = (
+                self._render(action.assignee, props, ctx).strip() if action.assignee else None
+            )
         except TemplateProblem as exc:
             return ActionResult(outcome=f"failed: {exc}", failed=True)
         due_at = input.at + action.due_in if action.due_in is not None else None

@@ -52,19 +52,6 @@ class GoalMetSignal(_Model):
     detail: str | None = None
 
 
-class ActionInput(_Model):
-    context: EnrollmentContext
-    action: Action
-    at: datetime = Field(description="Workflow time at which the action came due")
-
-
-class ActionResult(_Model):
-    outcome: str
-    failed: bool = False
-    next: str | None = Field(default=None, description="Chosen target, for branching actions")
-    detail: dict[str, Any] = Field(default_factory=dict)
-
-
 class StepInput(_Model):
     """A step without an effect of its own (a delay), stored as it starts and as it ends."""
 
@@ -81,8 +68,23 @@ class FinishInput(_Model):
     status: EnrollmentStatus
     reason: str | None = None
     at: datetime
+    steps: list[StepInput] = Field(
+        default_factory=list, description="Steps not yet stored, written in the same transaction"
+    )
 
 
-class StatusInput(_Model):
+class ActionInput(_Model):
     context: EnrollmentContext
-    status: EnrollmentStatus
+    action: Action
+    at: datetime = Field(description="Workflow time at which the action came due")
+    # Bookkeeping that rides along with the effect's transaction, saving a round trip each: the
+    # end of a preceding delay, and the final status when this action is the last one.
+    steps: list[StepInput] = Field(default_factory=list)
+    finish: FinishInput | None = None
+
+
+class ActionResult(_Model):
+    outcome: str
+    failed: bool = False
+    next: str | None = Field(default=None, description="Chosen target, for branching actions")
+    detail: dict[str, Any] = Field(default_factory=dict)

@@ -54,7 +54,9 @@ class RecordActivities:
         records = RecordRepository(session)
         record = records.get(ctx.object_type, ctx.record_id, for_update=True)
         if record is None:
-            return ActionResult(outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True)
+            return ActionResult(
+                outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True
+            )
         props = record.properties
         match action:
             case SetPropertyAction():
@@ -73,7 +75,11 @@ class RecordActivities:
                 records.update(ctx.object_type, ctx.record_id, {action.property: value}, now=now)
                 return ActionResult(
                     outcome=f"{action.property} = {_text(value)}",
-                    detail={"property": action.property, "before": props.get(action.property), "after": value},
+                    detail={
+                        "property": action.property,
+                        "before": props.get(action.property),
+                        "after": value,
+                    },
                 )
             case CopyPropertyAction():
                 value = props.get(action.from_)
@@ -99,15 +105,23 @@ class RecordActivities:
                 )
             case AddToListAction():
                 try:
-                    added = ListRepository(session).add(action.list, ctx.object_type, ctx.record_id, now=now)
+                    added = ListRepository(session).add(
+                        action.list, ctx.object_type, ctx.record_id, now=now
+                    )
                 except StoreError as exc:
                     return ActionResult(outcome=f"failed: {exc}", failed=True)
                 return ActionResult(
-                    outcome=f"added to list {action.list}" if added else f"already in list {action.list}"
+                    outcome=f"added to list {action.list}"
+                    if added
+                    else f"already in list {action.list}"
                 )
             case RemoveFromListAction():
-                removed = ListRepository(session).remove(action.list, ctx.object_type, ctx.record_id)
+                removed = ListRepository(session).remove(
+                    action.list, ctx.object_type, ctx.record_id
+                )
                 return ActionResult(
-                    outcome=f"removed from list {action.list}" if removed else f"was not in list {action.list}"
+                    outcome=f"removed from list {action.list}"
+                    if removed
+                    else f"was not in list {action.list}"
                 )
         raise TypeError(f"update_record cannot run a {action.type} action")

@@ -3,4 +3,10 @@
 from ._enrollment import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
 from ._worker import TASK_QUEUE, build_worker, workflow_runner
 
-__all__ = ["EXECUTABLE_ACTION_TYPES", "TASK_QUEUE", "EnrollmentWorkflow", "build_worker", "workflow_runner"]
+__all__ = [
+    "EXECUTABLE_ACTION_TYPES",
+    "TASK_QUEUE",
+    "EnrollmentWorkflow",
+    "build_worker",
+    "workflow_runner",
+]

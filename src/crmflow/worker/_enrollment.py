@@ -7,6 +7,7 @@ publish never changes a running enrollment.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,8 @@ _ACTIVITY_OF = {
     "value_branch": EnrollmentActivities.evaluate_branch,
 }
 
+_BRANCHING = {"branch", "value_branch"}
+
 # Executed in the workflow itself (no activity).
 _IN_WORKFLOW = {"delay", "split"}
 
@@ -62,6 +65,10 @@ class EnrollmentWorkflow:
         self._stop: tuple[EnrollmentStatus, str | None] | None = None
         self._paused = False
         self._current: str | None = None
+        # Steps without an effect of their own (the end of a delay), stored with the next
+        # store write instead of in a round trip of their own.
+        self._pending: list[StepInput] = []
+        self._finished = False
 
     @workflow.signal
     def unenroll(self, signal: UnenrollSignal) -> None:
@@ -98,21 +105,35 @@ class EnrollmentWorkflow:
             self._current = action.id
             chosen = await self._run_action(input, action)
             steps += 1
+            if self._finished:
+                break
             current = chosen or definition.next_of(action.id)
         self._current = None
-        status, reason = self._stop or ("completed", None)
-        await workflow.execute_local_activity_method(
-            EnrollmentActivities.finish_enrollment,
-            FinishInput(context=input.context, status=status, reason=reason, at=workflow.now()),
-            summary=f"{status}" + (f": {reason}" if reason else ""),
-            **BOOKKEEPING,
+        status, reason = (
+            ("completed", None) if self._finished else (self._stop or ("completed", None))
         )
+        if not self._finished:
+            await workflow.execute_local_activity_method(
+                EnrollmentActivities.finish_enrollment,
+                self._finish(input, status, reason),
+                summary=f"{status}" + (f": {reason}" if reason else ""),
+                **BOOKKEEPING,
+            )
         workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
         return EnrollmentResult(status=status, reason=reason, steps=steps)
+
+    def _finish(
+        self, input: EnrollmentInput, status: EnrollmentStatus, reason: str | None
+    ) -> FinishInput:
+        steps, self._pending = self._pending, []
+        return FinishInput(
+            context=input.context, status=status, reason=reason, at=workflow.now(), steps=steps
+        )
 
     async def _hold(self) -> bool:
         """Before each action: stop if asked, wait while the workflow is deactivated."""
         if self._stop is None and self._paused:
+            await self._flush()
             workflow.upsert_search_attributes([sa.STATUS.value_set("paused")])
             await workflow.wait_condition(lambda: not self._paused or self._stop is not None)
             if self._stop is None:
@@ -125,18 +146,31 @@ class EnrollmentWorkflow:
             return await self._delay(input, action)
         if isinstance(action, SplitAction):
             return await self._split(input, action)
+        # The last action of a path (statically known unless it branches) also stores the final
+        # status, in the same transaction as its effect.
+        last = action.type not in _BRANCHING and input.definition.next_of(action.id) == END
+        pending = list(self._pending)
         try:
             result: ActionResult = await workflow.execute_activity_method(
                 _ACTIVITY_OF[action.type],
-                ActionInput(context=input.context, action=action, at=workflow.now()),
+                ActionInput(
+                    context=input.context,
+                    action=action,
+                    at=workflow.now(),
+                    steps=pending,
+                    finish=self._finish(input, "completed", None) if last else None,
+                ),
                 summary=action.summary(),
                 **STORE_ACTION,
             )
         except ActivityError as exc:
+            self._pending = pending
             # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
             cause = exc.cause.message if exc.cause is not None else str(exc)
             await self._record(input, action, workflow.now(), f"failed after retries: {cause}")
             return getattr(action, "otherwise", None)
+        self._pending = []
+        self._finished = last
         return result.next
 
     async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
@@ -144,21 +178,20 @@ class EnrollmentWorkflow:
         wake = _wake_time(action, started, input.definition.settings.timezone)
         await self._record(input, action, started, None)
         if wake > started:
-            try:
+            # The timer ends the wait unless an unenrollment or the goal ends it first.
+            with suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._stop is not None,
                     timeout=wake - started,
                     timeout_summary=action.summary(),
                 )
-            except TimeoutError:
-                pass
         if self._stop is not None:
             outcome = f"interrupted: {self._stop[0]}"
         elif wake <= started:
             outcome = f"date {wake.isoformat()} already past: continued at once"
         else:
             outcome = f"waited until {wake.isoformat()}"
-        await self._record(input, action, started, outcome)
+        self._pending.append(self._step(input, action, started, outcome))
         return None
 
     async def _split(self, input: EnrollmentInput, action: SplitAction) -> str:
@@ -166,7 +199,7 @@ class EnrollmentWorkflow:
         draw = workflow.random().random() * 100
         total = 0.0
         chosen = action.paths[-1]
-        for index, path in enumerate(action.paths):
+        for path in action.paths:
             total += path.percent
             if draw < total:
                 chosen = path
@@ -177,22 +210,34 @@ class EnrollmentWorkflow:
         )
         return chosen.next
 
+    def _step(
+        self, input: EnrollmentInput, action: Action, started: datetime, outcome: str | None
+    ) -> StepInput:
+        return StepInput(
+            context=input.context,
+            action_id=action.id,
+            type=action.type,
+            started_at=started,
+            finished_at=None if outcome is None else workflow.now(),
+            outcome=outcome,
+        )
+
     async def _record(
         self, input: EnrollmentInput, action: Action, started: datetime, outcome: str | None
     ) -> None:
-        await workflow.execute_local_activity_method(
-            EnrollmentActivities.record_step,
-            StepInput(
-                context=input.context,
-                action_id=action.id,
-                type=action.type,
-                started_at=started,
-                finished_at=None if outcome is None else workflow.now(),
-                outcome=outcome,
-            ),
-            summary=f"step {action.id}" + (f": {outcome}" if outcome else " started"),
-            **BOOKKEEPING,
-        )
+        """Store a step now (a delay's start must be visible at once)."""
+        self._pending.append(self._step(input, action, started, outcome))
+        await self._flush()
+
+    async def _flush(self) -> None:
+        for step in self._pending:
+            await workflow.execute_local_activity_method(
+                EnrollmentActivities.record_step,
+                step,
+                summary=f"step {step.action_id}: {step.outcome or 'started'}",
+                **BOOKKEEPING,
+            )
+        self._pending = []
 
 
 def _wake_time(action: DelayAction, now: datetime, timezone: str) -> datetime:

@@ -21,8 +21,15 @@ TASK_QUEUE = "crmflow"
 
 def workflow_runner() -> SandboxedWorkflowRunner:
     """The default sandbox, with zoneinfo usable (time zones are computed in workflow code) and
-    our pure modules passed through (loaded once, not per workflow run)."""
+    every module that is not workflow code passed through: loaded once, not re-imported for each
+    workflow run (importing the worker package would otherwise re-import SQLAlchemy per run)."""
     restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "crmflow.worker._worker",
+        "crmflow.worker._policies",
+        "crmflow.worker._search_attributes",
+        "crmflow.activities",
+        "crmflow.store",
+        "sqlalchemy",
         "crmflow.definitions",
         "crmflow.activities.models",
         "crmflow.conditions",
