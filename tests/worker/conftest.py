@@ -41,7 +41,9 @@ async def env(time_skipping_env: WorkflowEnvironment, app: App) -> WorkflowEnvir
 def new_worker(env: WorkflowEnvironment, app: App) -> Callable[..., Any]:
     @asynccontextmanager
     async def start(**kwargs: Any) -> AsyncIterator[Worker]:
-        worker = build_worker(env.client, app.sessions, task_queue=app.settings.task_queue, **kwargs)
+        worker = build_worker(
+            env.client, app.sessions, task_queue=app.settings.task_queue, **kwargs
+        )
         async with worker:
             yield worker
 
@@ -51,7 +53,9 @@ def new_worker(env: WorkflowEnvironment, app: App) -> Callable[..., Any]:
 @pytest.fixture
 def publish(app: App, tmp_path: Path) -> Callable[..., Any]:
     async def go(definition: dict[str, Any], *, activate: bool = True) -> str:
-        path = write_definition(tmp_path / f"{definition['key']}-{uuid.uuid4().hex[:6]}.yaml", definition)
+        path = write_definition(
+            tmp_path / f"{definition['key']}-{uuid.uuid4().hex[:6]}.yaml", definition
+        )
         services.publish_files(app, [path])
         if activate:
             await services.activate(app, definition["key"])

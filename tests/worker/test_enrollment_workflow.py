@@ -32,18 +32,37 @@ WELCOME: dict[str, Any] = {
             "id": "route",
             "type": "branch",
             "branches": [
-                {"name": "vip", "when": {"property": "vip", "op": "eq", "value": True}, "next": "alert"}
+                {
+                    "name": "vip",
+                    "when": {"property": "vip", "op": "eq", "value": True},
+                    "next": "alert",
+                }
             ],
             "otherwise": "welcome",
         },
-        {"id": "alert", "type": "notify", "to": "sales@example.com", "subject": "VIP {{ record.firstname }}",
-         "body": "Call them", "next": "end"},
-        {"id": "welcome", "type": "send_email", "subject": "Welcome, {{ record.firstname }}",
-         "body": "Hello {{ record.firstname }} from {{ workflow.name }}"},
+        {
+            "id": "alert",
+            "type": "notify",
+            "to": "sales@example.com",
+            "subject": "VIP {{ record.firstname }}",
+            "body": "Call them",
+            "next": "end",
+        },
+        {
+            "id": "welcome",
+            "type": "send_email",
+            "subject": "Welcome, {{ record.firstname }}",
+            "body": "Hello {{ record.firstname }} from {{ workflow.name }}",
+        },
         {"id": "wait", "type": "delay", "duration": "3d"},
         {"id": "bump", "type": "increment_property", "property": "touches", "by": 1},
-        {"id": "call", "type": "create_task", "title": "Call {{ record.firstname }}", "due_in": "1d",
-         "assignee": "{{ record.owner }}"},
+        {
+            "id": "call",
+            "type": "create_task",
+            "title": "Call {{ record.firstname }}",
+            "due_in": "1d",
+            "assignee": "{{ record.owner }}",
+        },
     ],
 }
 
@@ -76,7 +95,9 @@ async def result_of(env: WorkflowEnvironment, workflow_id: str) -> EnrollmentRes
 
 async def test_runs_every_step_and_a_three_day_delay_in_moments(app, env, new_worker, publish):
     await publish(WELCOME)
-    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com", "owner": "bob"})
+    services.set_record(
+        app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com", "owner": "bob"}
+    )
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
         assert workflow_id == "welcome:contact:ann:1"
@@ -89,12 +110,21 @@ async def test_runs_every_step_and_a_three_day_delay_in_moments(app, env, new_wo
     assert enrollment["status"] == "completed"
     assert enrollment["ended_at"] is not None
     steps = enrollment["steps"]
-    assert [s["action_id"] for s in steps] == ["qualify", "route", "welcome", "wait", "bump", "call"]
+    assert [s["action_id"] for s in steps] == [
+        "qualify",
+        "route",
+        "welcome",
+        "wait",
+        "bump",
+        "call",
+    ]
     assert steps[1]["outcome"] == "no branch matched: otherwise"
     assert steps[3]["outcome"].startswith("waited until")
     from datetime import datetime
 
-    waited = datetime.fromisoformat(steps[3]["finished_at"]) - datetime.fromisoformat(steps[3]["started_at"])
+    waited = datetime.fromisoformat(steps[3]["finished_at"]) - datetime.fromisoformat(
+        steps[3]["started_at"]
+    )
     assert waited >= timedelta(days=3)
     record = services.show_record(app, "contact", "ann")
     assert record["properties"]["lifecycle_stage"] == "lead"
@@ -131,9 +161,12 @@ async def test_unenroll_takes_effect_during_a_delay(app, env, new_worker, publis
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(lambda: any(
-            s["action_id"] == "wait" for s in services.list_enrollments(app, "welcome")[0]["steps"]
-        ))
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
         [outcome] = await services.unenroll(app, "welcome", ["ann"])
         assert outcome.enrolled and outcome.message == "unenrolled"
         result = await result_of(env, workflow_id)
@@ -170,17 +203,24 @@ async def test_deactivation_holds_before_the_next_action_and_activation_resumes(
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(lambda: any(
-            s["action_id"] == "wait" for s in services.list_enrollments(app, "welcome")[0]["steps"]
-        ))
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
         await services.deactivate(app, "welcome")
         assert services.list_enrollments(app, "welcome")[0]["status"] == "paused"
         handle = env.client.get_workflow_handle(workflow_id)
         # Let the 3-day delay elapse: the enrollment must then hold before 'bump'.
         await env.sleep(timedelta(days=4))
-        await wait_for(lambda: services.list_enrollments(app, "welcome")[0]["steps"][-1]["finished_at"])
+        await wait_for(
+            lambda: services.list_enrollments(app, "welcome")[0]["steps"][-1]["finished_at"]
+        )
         await asyncio.sleep(0.5)
-        assert [s["action_id"] for s in services.list_enrollments(app, "welcome")[0]["steps"]][-1] == "wait"
+        assert [s["action_id"] for s in services.list_enrollments(app, "welcome")[0]["steps"]][
+            -1
+        ] == "wait"
         description = await handle.describe()
         assert description.typed_search_attributes.get(sa.STATUS) == "paused"
         await services.activate(app, "welcome")
@@ -194,13 +234,19 @@ async def test_deactivate_with_unenroll_all_ends_running_enrollments(app, env, n
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(lambda: any(
-            s["action_id"] == "wait" for s in services.list_enrollments(app, "welcome")[0]["steps"]
-        ))
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
         await services.deactivate(app, "welcome", unenroll_all=True)
         result = await result_of(env, workflow_id)
     assert result.status == "unenrolled"
-    assert services.list_enrollments(app, "welcome")[0]["reason"] == "workflow deactivated with --unenroll-all"
+    assert (
+        services.list_enrollments(app, "welcome")[0]["reason"]
+        == "workflow deactivated with --unenroll-all"
+    )
 
 
 async def test_goal_signal_ends_the_enrollment_as_goal_met(app, env, new_worker, publish):
@@ -208,9 +254,12 @@ async def test_goal_signal_ends_the_enrollment_as_goal_met(app, env, new_worker,
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(lambda: any(
-            s["action_id"] == "wait" for s in services.list_enrollments(app, "welcome")[0]["steps"]
-        ))
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
         from crmflow.activities.models import GoalMetSignal
 
         await env.client.get_workflow_handle(workflow_id).signal(
@@ -227,10 +276,16 @@ async def test_new_version_leaves_running_enrollments_on_theirs(app, env, new_wo
     services.set_record(app, "contact", "bea", {"firstname": "Bea", "email": "bea@example.com"})
     async with new_worker():
         first = await enroll_one(app, "welcome", "ann")
-        await wait_for(lambda: any(
-            s["action_id"] == "wait" for s in services.list_enrollments(app, "welcome")[0]["steps"]
-        ))
-        changed = {**WELCOME, "actions": [*WELCOME["actions"][:4], {"id": "wait", "type": "delay", "duration": "1h"}]}
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
+        changed = {
+            **WELCOME,
+            "actions": [*WELCOME["actions"][:4], {"id": "wait", "type": "delay", "duration": "1h"}],
+        }
         await publish(changed, activate=False)
         second = await enroll_one(app, "welcome", "bea")
         await result_of(env, first)
@@ -251,7 +306,9 @@ async def test_an_effect_happens_once_when_the_worker_dies_after_it(app, env, pu
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     records, messages = RecordActivities(app.sessions), MessageActivities(app.sessions)
 
-    def crash_after(real: Callable[[ActionInput], ActionResult]) -> Callable[[ActionInput], ActionResult]:
+    def crash_after(
+        real: Callable[[ActionInput], ActionResult],
+    ) -> Callable[[ActionInput], ActionResult]:
         def run(input: ActionInput) -> ActionResult:
             result = real(input)
             if input.action.id not in _crash_once:
@@ -294,13 +351,17 @@ async def test_an_effect_happens_once_when_the_worker_dies_after_it(app, env, pu
     assert len(steps) == len({s["action_id"] for s in steps}) == 6
 
 
-async def test_permanent_failures_are_recorded_and_the_enrollment_goes_on(app, env, new_worker, publish):
+async def test_permanent_failures_are_recorded_and_the_enrollment_goes_on(
+    app, env, new_worker, publish
+):
     await publish(WELCOME)
     services.set_record(app, "contact", "nomail", {"firstname": "No", "touches": "many"})
     async with new_worker():
         result = await result_of(env, await enroll_one(app, "welcome", "nomail"))
     assert result.status == "completed"
-    steps = {s["action_id"]: s["outcome"] for s in services.list_enrollments(app, "welcome")[0]["steps"]}
+    steps = {
+        s["action_id"]: s["outcome"] for s in services.list_enrollments(app, "welcome")[0]["steps"]
+    }
     assert steps["welcome"] == "failed: the record has no email address"
     assert steps["bump"] == 'failed: touches is "many", not a number'
     assert steps["call"].startswith("task 'Call No'")

@@ -37,8 +37,12 @@ class Settings:
             "db_url": env.get("CRMFLOW_DB") or DEFAULT_DB_URL,
             "temporal_address": env.get("CRMFLOW_TEMPORAL") or "localhost:7233",
             "namespace": env.get("CRMFLOW_NAMESPACE") or "default",
-            "tls_cert": Path(env["CRMFLOW_TEMPORAL_TLS_CERT"]) if env.get("CRMFLOW_TEMPORAL_TLS_CERT") else None,
-            "tls_key": Path(env["CRMFLOW_TEMPORAL_TLS_KEY"]) if env.get("CRMFLOW_TEMPORAL_TLS_KEY") else None,
+            "tls_cert": Path(env["CRMFLOW_TEMPORAL_TLS_CERT"])
+            if env.get("CRMFLOW_TEMPORAL_TLS_CERT")
+            else None,
+            "tls_key": Path(env["CRMFLOW_TEMPORAL_TLS_KEY"])
+            if env.get("CRMFLOW_TEMPORAL_TLS_KEY")
+            else None,
             "api_key": env.get("CRMFLOW_TEMPORAL_API_KEY") or None,
             "task_queue": env.get("CRMFLOW_TASK_QUEUE") or "crmflow",
         }

@@ -103,7 +103,9 @@ def publish_files(app: App, paths: Sequence[Path]) -> list[Published]:
     keys = [c.definition.key for c in checked if c.definition]
     duplicated = {k for k in keys if keys.count(k) > 1}
     if duplicated:
-        raise UserError(f"the same key is published twice in one call: {', '.join(sorted(duplicated))}")
+        raise UserError(
+            f"the same key is published twice in one call: {', '.join(sorted(duplicated))}"
+        )
     published = []
     now = utcnow()
     with app.sessions.begin() as session:
@@ -146,8 +148,14 @@ def unsupported_features(definition: WorkflowDefinition) -> list[str]:
     for action in definition.actions:
         if action.type not in EXECUTABLE_ACTION_TYPES:
             found.append(f"action '{action.id}' of type {action.type}")
-        elif isinstance(action, DelayAction) and action.duration is None and action.until_date is None:
-            found.append(f"action '{action.id}': only delays by duration or until_date run in this version")
+        elif (
+            isinstance(action, DelayAction)
+            and action.duration is None
+            and action.until_date is None
+        ):
+            found.append(
+                f"action '{action.id}': only delays by duration or until_date run in this version"
+            )
     settings = definition.settings
     if definition.goal is not None:
         found.append("goal")
@@ -286,10 +294,14 @@ async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> Activ
         if unenroll_all:
             targets = enrollments.find(key, statuses=list(ACTIVE_STATUSES))
         else:
-            targets = enrollments.set_status_for_workflow(key, from_status="running", to_status="paused")
+            targets = enrollments.set_status_for_workflow(
+                key, from_status="running", to_status="paused"
+            )
     if unenroll_all:
         signal = UnenrollSignal(reason="workflow deactivated with --unenroll-all")
-        done = await _signal_all(app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
+        done = await _signal_all(
+            app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal)
+        )
         return ActivationResult(key, False, unenrolled=done)
     await _signal_all(app, targets, lambda h: h.signal(EnrollmentWorkflow.pause))
     return ActivationResult(key, False, paused=len(targets))
@@ -331,7 +343,9 @@ def record_view(session: Any, object_type: str, record_id: str) -> dict[str, Any
     }
 
 
-def set_record(app: App, object_type: str, record_id: str, values: dict[str, Any]) -> dict[str, Any]:
+def set_record(
+    app: App, object_type: str, record_id: str, values: dict[str, Any]
+) -> dict[str, Any]:
     with app.sessions.begin() as session:
         RecordRepository(session).upsert(object_type, record_id, values, now=utcnow())
         return record_view(session, object_type, record_id)
@@ -422,9 +436,7 @@ def _require_record(session: Any, object_type: str, record_id: str) -> None:
         raise UserError(f"no {object_type} with id '{record_id}'")
 
 
-def change_list(
-    app: App, name: str, ids: Sequence[str], *, object_type: str, add: bool
-) -> int:
+def change_list(app: App, name: str, ids: Sequence[str], *, object_type: str, add: bool) -> int:
     """Add or remove records; returns how many memberships changed."""
     changed = 0
     now = utcnow()
@@ -456,7 +468,9 @@ def track_event(
 ) -> dict[str, Any]:
     with app.sessions.begin() as session:
         _require_record(session, object_type, record_id)
-        event = EventRepository(session).add(object_type, record_id, name, properties, occurred_at=utcnow())
+        event = EventRepository(session).add(
+            object_type, record_id, name, properties, occurred_at=utcnow()
+        )
         return {
             "object_type": object_type,
             "record_id": record_id,
@@ -546,7 +560,9 @@ async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOu
         if workflow is None:
             raise UserError(f"no workflow '{key}'")
         if not workflow.active:
-            raise OperationFailed(f"workflow '{key}' is not active: run `crmflow activate {key}` first")
+            raise OperationFailed(
+                f"workflow '{key}' is not active: run `crmflow activate {key}` first"
+            )
     definition, version = load_version(app, key)
     return [
         await start_enrollment(app, definition, version, record_id, source="manual")
@@ -555,7 +571,12 @@ async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOu
 
 
 async def unenroll(
-    app: App, key: str, record_ids: Sequence[str], *, reason: str = "unenrolled manually", wait: float = 10.0
+    app: App,
+    key: str,
+    record_ids: Sequence[str],
+    *,
+    reason: str = "unenrolled manually",
+    wait: float = 10.0,
 ) -> list[EnrollOutcome]:
     """Signal each running enrollment; wait (bounded) until the workflow has recorded it."""
     with app.sessions() as session:
@@ -569,7 +590,9 @@ async def unenroll(
     outcomes = []
     for record_id, enrollment in targets.items():
         if enrollment is None:
-            outcomes.append(EnrollOutcome(record_id, False, f"'{record_id}' is not enrolled in '{key}'"))
+            outcomes.append(
+                EnrollOutcome(record_id, False, f"'{record_id}' is not enrolled in '{key}'")
+            )
             continue
         handle = client.get_workflow_handle(enrollment.temporal_workflow_id)
         try:
@@ -578,10 +601,20 @@ async def unenroll(
             outcomes.append(EnrollOutcome(record_id, False, f"could not signal: {exc.message}"))
             continue
         status = await _wait_for_end(app, enrollment.id, wait)
-        message = "unenrolled" if status == "unenrolled" else (
-            f"ended as {status}" if status else "unenroll requested: it takes effect when a worker runs"
+        message = (
+            "unenrolled"
+            if status == "unenrolled"
+            else (
+                f"ended as {status}"
+                if status
+                else "unenroll requested: it takes effect when a worker runs"
+            )
         )
-        outcomes.append(EnrollOutcome(record_id, status == "unenrolled", message, enrollment.temporal_workflow_id))
+        outcomes.append(
+            EnrollOutcome(
+                record_id, status == "unenrolled", message, enrollment.temporal_workflow_id
+            )
+        )
     return outcomes
 
 
@@ -680,5 +713,3 @@ def tasks(app: App) -> list[dict[str, Any]]:
             }
             for t in TaskRepository(session).all()
         ]
-
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,9 @@ class OutboxRepository:
         self.session.flush()
         return message
 
-    def all(self, *, workflow_key: str | None = None, record_id: str | None = None) -> list[OutboxMessage]:
+    def all(
+        self, *, workflow_key: str | None = None, record_id: str | None = None
+    ) -> list[OutboxMessage]:
         stmt = select(OutboxMessage)
         if workflow_key is not None:
             stmt = stmt.where(OutboxMessage.workflow_key == workflow_key)

@@ -163,7 +163,9 @@ class ListRepository:
         if self.session.get(ListMembership, key) is not None:
             return False
         self.session.add(
-            ListMembership(list_name=name, object_type=object_type, record_id=record_id, added_at=now)
+            ListMembership(
+                list_name=name, object_type=object_type, record_id=record_id, added_at=now
+            )
         )
         self.session.flush()
         return True
@@ -191,7 +193,9 @@ class ListRepository:
         return list(
             self.session.scalars(
                 select(ListMembership.list_name)
-                .where(ListMembership.object_type == object_type, ListMembership.record_id == record_id)
+                .where(
+                    ListMembership.object_type == object_type, ListMembership.record_id == record_id
+                )
                 .order_by(ListMembership.list_name)
             )
         )

@@ -97,7 +97,9 @@ class WorkflowRepository:
     def versions(self, key: str) -> list[WorkflowVersion]:
         return list(
             self.session.scalars(
-                select(WorkflowVersion).where(WorkflowVersion.key == key).order_by(WorkflowVersion.version)
+                select(WorkflowVersion)
+                .where(WorkflowVersion.key == key)
+                .order_by(WorkflowVersion.version)
             )
         )
 
