@@ -1,0 +1,185 @@
+"""Repositories against real SQLite and PostgreSQL stores, migrated by Alembic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmflow.store import (
+    AlreadyEnrolled,
+    Enrollment,
+    EnrollmentRepository,
+    EventRepository,
+    ListRepository,
+    RecordRepository,
+    StepWrite,
+    StoreError,
+    WorkflowRepository,
+    load_snapshot,
+)
+from crmflow.store._engine import create_session_factory, create_store_engine, upgrade_database
+
+NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(store_url: str) -> sessionmaker[Session]:
+    engine = create_store_engine(store_url)
+    upgrade_database(engine)
+    yield create_session_factory(engine)
+    engine.dispose()
+
+
+def publish(session: Session, key: str = "welcome", object_type: str = "contact") -> int:
+    return (
+        WorkflowRepository(session)
+        .publish(
+            key=key,
+            name="Welcome",
+            object_type=object_type,
+            trigger="manual",
+            definition={"key": key},
+            source="key: welcome",
+            source_name="welcome.yaml",
+            now=NOW,
+        )
+        .version
+    )
+
+
+def test_records_merge_and_null_removes_a_property(sessions):
+    with sessions.begin() as session:
+        records = RecordRepository(session)
+        _, created = records.upsert("contact", "ann", {"a": 1, "b": "x"}, now=NOW)
+        assert created
+        record, created = records.upsert("contact", "ann", {"b": None, "c": True}, now=NOW)
+        assert not created
+        assert record.properties == {"a": 1, "c": True}
+    with sessions() as session:
+        record = RecordRepository(session).require("contact", "ann")
+        assert record.properties == {"a": 1, "c": True}
+        assert record.created_at == NOW
+
+
+def test_bulk_upsert_counts_created_and_updated(sessions):
+    with sessions.begin() as session:
+        records = RecordRepository(session)
+        assert records.upsert_many("contact", [("a", {"x": 1}), ("b", {"x": 2})], now=NOW) == (2, 0)
+        assert records.upsert_many("contact", [("b", {"y": 3}), ("c", {})], now=NOW) == (1, 1)
+        assert records.require("contact", "b").properties == {"x": 2, "y": 3}
+        assert records.count("contact") == 3
+
+
+def test_lists_keep_one_object_type_and_deleting_a_record_removes_its_data(sessions):
+    with sessions.begin() as session:
+        RecordRepository(session).upsert("contact", "ann", {}, now=NOW)
+        RecordRepository(session).upsert("deal", "d1", {}, now=NOW)
+        lists = ListRepository(session)
+        assert lists.add("vip", "contact", "ann", now=NOW)
+        assert not lists.add("vip", "contact", "ann", now=NOW)
+        with pytest.raises(StoreError, match="holds contact records"):
+            lists.add("vip", "deal", "d1", now=NOW)
+        EventRepository(session).add(
+            "contact", "ann", "form_submitted", {"form": "demo"}, occurred_at=NOW
+        )
+    with sessions.begin() as session:
+        snapshot = load_snapshot(session, "contact", "ann")
+        assert snapshot is not None
+        assert snapshot.lists == frozenset({"vip"})
+        assert [e.name for e in snapshot.events] == ["form_submitted"]
+        assert RecordRepository(session).delete("contact", "ann")
+    with sessions() as session:
+        assert ListRepository(session).members("vip") == []
+        assert EventRepository(session).for_record("contact", "ann") == []
+        assert load_snapshot(session, "contact", "ann") is None
+
+
+def test_versions_are_immutable_and_numbered_and_object_type_is_fixed(sessions):
+    with sessions.begin() as session:
+        assert publish(session) == 1
+        assert publish(session) == 2
+        with pytest.raises(StoreError, match="cannot change object_type"):
+            publish(session, object_type="deal")
+    with sessions() as session:
+        workflows = WorkflowRepository(session)
+        assert [v.version for v in workflows.versions("welcome")] == [1, 2]
+        assert workflows.version("welcome").version == 2
+        assert workflows.require("welcome").active is False
+
+
+def test_one_active_enrollment_per_record_is_enforced_by_the_store(sessions):
+    with sessions.begin() as session:
+        publish(session)
+        enrollments = EnrollmentRepository(session)
+        first = enrollments.create(
+            key="welcome",
+            version=1,
+            object_type="contact",
+            record_id="ann",
+            source="manual",
+            now=NOW,
+        )
+        assert (first.seq, first.temporal_workflow_id) == (1, "welcome:contact:ann:1")
+        with pytest.raises(AlreadyEnrolled):
+            enrollments.create(
+                key="welcome",
+                version=1,
+                object_type="contact",
+                record_id="ann",
+                source="manual",
+                now=NOW,
+            )
+    # Even a writer that skips the check cannot add a second running enrollment.
+    with pytest.raises(IntegrityError), sessions.begin() as session:
+        session.add(
+            Enrollment(
+                workflow_key="welcome",
+                version=1,
+                object_type="contact",
+                record_id="ann",
+                seq=2,
+                status="running",
+                source="manual",
+                enrolled_at=NOW,
+                temporal_workflow_id="welcome:contact:ann:2",
+            )
+        )
+    with sessions.begin() as session:
+        enrollments = EnrollmentRepository(session)
+        assert enrollments.set_status(first.id, "completed", ended_at=NOW, only_from=["running"])
+        assert not enrollments.set_status(first.id, "paused", only_from=["running"])
+        second = enrollments.create(
+            key="welcome",
+            version=1,
+            object_type="contact",
+            record_id="ann",
+            source="manual",
+            now=NOW,
+        )
+        assert second.seq == 2
+        assert enrollments.count_by_status("welcome") == {"completed": 1, "running": 1}
+
+
+def test_a_step_is_written_once_and_completed_in_place(sessions):
+    with sessions.begin() as session:
+        publish(session)
+        enrollment = EnrollmentRepository(session).create(
+            key="welcome",
+            version=1,
+            object_type="contact",
+            record_id="ann",
+            source="manual",
+            now=NOW,
+        )
+        repo = EnrollmentRepository(session)
+        started = StepWrite("wait", "delay", NOW, None, None, {})
+        repo.write_step(enrollment.id, started)
+        repo.write_step(enrollment.id, started)
+        done = StepWrite("wait", "delay", NOW, NOW + timedelta(days=2), "waited", {})
+        repo.write_step(enrollment.id, done)
+        repo.write_step(enrollment.id, StepWrite("wait", "delay", NOW, NOW, "again", {}))
+        [step] = repo.steps([enrollment.id])[enrollment.id]
+        assert (step.finished_at, step.outcome) == (NOW + timedelta(days=2), "waited")
