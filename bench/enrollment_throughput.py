@@ -116,24 +116,26 @@ async def run_round(
                 search_attributes=search_attributes(ctx),
             )
 
+    query = f"WorkflowType='{workflow_type}' AND ExecutionStatus='Completed'"
+    target = (await client.count_workflows(query)).count + len(contexts)
     began = time.perf_counter()
     await asyncio.gather(*(start(c) for c in contexts))
     started = time.perf_counter()
-    query = f"WorkflowType='{workflow_type}' AND ExecutionStatus='Completed'"
-    while (await client.count_workflows(query)).count < len(contexts):
+    while (await client.count_workflows(query)).count < target:
         await asyncio.sleep(0.2)
     elapsed = time.perf_counter() - began
     print(
-        f"  {kind:12s} started {len(contexts)} in {started - began:6.1f} s, all completed after {elapsed:6.1f} s "
-        f"-> {len(contexts) / elapsed:6.1f} completions/s",
+        f"  {kind:12s} started {len(contexts)} in {started - began:6.1f} s, "
+        f"all completed after {elapsed:6.1f} s -> {len(contexts) / elapsed:6.1f} completions/s",
         flush=True,
     )
-    return len(contexts) / elapsed
+    return elapsed
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="enrollments per kind (default 2000)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     parser.add_argument("--db", help="store URL (default: a temporary SQLite file)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="crmflow-bench-"))
@@ -163,11 +165,20 @@ async def main() -> None:
             env.client, app.sessions, task_queue="bench", extra_workflows=[HandWrittenWorkflow]
         )
         async with worker:
-            hand = await run_round(env.client, "hand-written", prepare(app, args.n, "h"), "bench")
-            interp = await run_round(env.client, "interpreter", prepare(app, args.n, "i"), "bench")
+            # Alternate the order (A B, B A, …) so warm-up and drift fall on both alike.
+            elapsed = {"hand-written": 0.0, "interpreter": 0.0}
+            per_round = args.n // args.rounds
+            for round_ in range(args.rounds):
+                kinds = ["hand-written", "interpreter"]
+                for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                    contexts = prepare(app, per_round, f"{kind[0]}{round_}-")
+                    elapsed[kind] += await run_round(env.client, kind, contexts, "bench")
     finally:
         await env.shutdown()
         app.close()
+    total = per_round * args.rounds
+    hand, interp = (total / elapsed[k] for k in ("hand-written", "interpreter"))
+    print(f"hand-written: {hand:.1f} completions/s; interpreter: {interp:.1f} completions/s")
     print(f"ratio interpreter / hand-written: {interp / hand:.2f}")
 
 

@@ -1,4 +1,4 @@
-"""The hand-written workflow the interpreter is measured against (bench/enrollment_throughput.py)."""
+"""The hand-written workflow bench/enrollment_throughput.py measures the interpreter against."""
 
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def check_template(source: str) -> None:
     unknown = meta.find_undeclared_variables(parsed) - ALLOWED_NAMES
     if unknown:
         raise TemplateProblem(
-            f"template reads {', '.join(sorted(unknown))}: only record, workflow and enrollment exist"
+            f"template reads {', '.join(sorted(unknown))}: "
+            "only record, workflow and enrollment exist"
         )
 
 

@@ -80,7 +80,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 async def enroll_one(app: App, key: str, record_id: str) -> str:
     [outcome] = await services.enroll(app, key, [record_id])
-    assert outcome.enrolled, outcome.message
+    assert outcome.ok, outcome.message
     assert outcome.temporal_workflow_id
     return outcome.temporal_workflow_id
 
@@ -168,7 +168,7 @@ async def test_unenroll_takes_effect_during_a_delay(app, env, new_worker, publis
             )
         )
         [outcome] = await services.unenroll(app, "welcome", ["ann"])
-        assert outcome.enrolled and outcome.message == "unenrolled"
+        assert outcome.ok and outcome.message == "unenrolled"
         result = await result_of(env, workflow_id)
     assert result.status == "unenrolled"
     [enrollment] = services.list_enrollments(app, "welcome")
@@ -187,7 +187,7 @@ async def test_one_running_enrollment_per_record_then_reenrollment_after_the_end
     async with new_worker():
         first = await enroll_one(app, "welcome", "ann")
         [again] = await services.enroll(app, "welcome", ["ann"])
-        assert not again.enrolled and "already enrolled" in again.message
+        assert not again.ok and "already enrolled" in again.message
         await result_of(env, first)
         second = await enroll_one(app, "welcome", "ann")
         assert second == "welcome:contact:ann:2"
@@ -381,3 +381,21 @@ async def test_history_replays_deterministically(app, env, new_worker, publish):
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, json.loads(saved)))
+
+
+async def test_deleting_the_record_unenrolls_it(app, env, new_worker, publish):
+    await publish(WELCOME)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    async with new_worker():
+        workflow_id = await enroll_one(app, "welcome", "ann")
+        await wait_for(
+            lambda: any(
+                s["action_id"] == "wait"
+                for s in services.list_enrollments(app, "welcome")[0]["steps"]
+            )
+        )
+        assert await services.delete_record(app, "contact", "ann") == 1
+        result = await result_of(env, workflow_id)
+    assert (result.status, result.reason) == ("unenrolled", "record deleted")
+    [enrollment] = services.list_enrollments(app, "welcome")
+    assert (enrollment["status"], enrollment["reason"]) == ("unenrolled", "record deleted")

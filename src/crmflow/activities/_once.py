@@ -28,7 +28,7 @@ def result_of(step: EnrollmentStep) -> ActionResult:
 
 
 def finished_at(due: datetime) -> datetime:
-    """Wall-clock completion time, never before the (possibly simulated) time the action came due."""
+    """Wall-clock completion time, never before the (maybe simulated) time the action came due."""
     return max(datetime.now(UTC), due)
 
 

@@ -242,6 +242,9 @@ async def _signal_all(
     app: App, enrollments: Iterable[Enrollment], send: Callable[[WorkflowHandle], Any]
 ) -> int:
     """Signal enrollments concurrently (bounded); a closed or unknown run is skipped."""
+    enrollments = list(enrollments)
+    if not enrollments:
+        return 0
     client = await app.client()
     gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
     delivered = 0
@@ -275,6 +278,10 @@ async def activate(app: App, key: str) -> ActivationResult:
         raise UserError(
             f"workflow '{key}' uses what this version cannot run yet: {'; '.join(unsupported)}"
         )
+    with app.sessions() as session:
+        if EnrollmentRepository(session).find(key, statuses=["paused"], limit=1):
+            # Reach Temporal before changing anything, so a failure changes nothing.
+            await app.client()
     with app.sessions.begin() as session:
         WorkflowRepository(session).set_active(key, True, now=utcnow())
         resumed = EnrollmentRepository(session).set_status_for_workflow(
@@ -285,11 +292,13 @@ async def activate(app: App, key: str) -> ActivationResult:
 
 
 async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> ActivationResult:
+    with app.sessions() as session:
+        if WorkflowRepository(session).get(key) is None:
+            raise UserError(f"no workflow '{key}'")
+        if EnrollmentRepository(session).find(key, statuses=list(ACTIVE_STATUSES), limit=1):
+            await app.client()
     with app.sessions.begin() as session:
-        try:
-            WorkflowRepository(session).set_active(key, False, now=utcnow())
-        except StoreError as exc:
-            raise UserError(str(exc)) from None
+        WorkflowRepository(session).set_active(key, False, now=utcnow())
         enrollments = EnrollmentRepository(session)
         if unenroll_all:
             targets = enrollments.find(key, statuses=list(ACTIVE_STATUSES))
@@ -359,15 +368,30 @@ def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
             raise UserError(str(exc)) from None
 
 
-def delete_record(app: App, object_type: str, record_id: str) -> None:
+async def delete_record(app: App, object_type: str, record_id: str) -> int:
+    """Delete the record (its list memberships and events go with it) and unenroll it from every
+    workflow it is enrolled in. Returns how many enrollments were told to end."""
+    with app.sessions() as session:
+        enrolled = EnrollmentRepository(session).active_for_record(object_type, record_id)
+    if enrolled:
+        await app.client()
     with app.sessions.begin() as session:
         if not RecordRepository(session).delete(object_type, record_id):
             raise UserError(f"no {object_type} with id '{record_id}'")
+    signal = UnenrollSignal(reason="record deleted")
+    return await _signal_all(app, enrolled, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
 
 
 def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a CSV (header line; empty cells are absent) or JSONL file, with line numbers."""
     suffix = path.suffix.lower()
+    try:
+        yield from _parse_rows(path, suffix)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+
+
+def _parse_rows(path: Path, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8", newline="") as handle:
         if suffix in (".jsonl", ".ndjson", ".json"):
             for number, line in enumerate(handle, 1):
@@ -485,8 +509,10 @@ def track_event(
 
 @dataclass(frozen=True)
 class EnrollOutcome:
+    """What happened to one record of an enroll or unenroll request."""
+
     record_id: str
-    enrolled: bool
+    ok: bool
     message: str
     temporal_workflow_id: str | None = None
 
@@ -601,20 +627,13 @@ async def unenroll(
             outcomes.append(EnrollOutcome(record_id, False, f"could not signal: {exc.message}"))
             continue
         status = await _wait_for_end(app, enrollment.id, wait)
-        message = (
-            "unenrolled"
-            if status == "unenrolled"
-            else (
-                f"ended as {status}"
-                if status
-                else "unenroll requested: it takes effect when a worker runs"
-            )
-        )
-        outcomes.append(
-            EnrollOutcome(
-                record_id, status == "unenrolled", message, enrollment.temporal_workflow_id
-            )
-        )
+        if status is None:
+            # The signal is delivered and durable: it takes effect as soon as a worker runs.
+            ok, message = True, "unenroll requested: it takes effect when a worker runs"
+        else:
+            ok = status == "unenrolled"
+            message = "unenrolled" if ok else f"had already ended as {status}"
+        outcomes.append(EnrollOutcome(record_id, ok, message, enrollment.temporal_workflow_id))
     return outcomes
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -99,6 +99,18 @@ class EnrollmentRepository:
             )
         ).one_or_none()
 
+    def active_for_record(self, object_type: str, record_id: str) -> list[Enrollment]:
+        """Running or paused enrollments of one record, in every workflow."""
+        return list(
+            self.session.scalars(
+                select(Enrollment).where(
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id == record_id,
+                    Enrollment.status.in_(ACTIVE_STATUSES),
+                )
+            )
+        )
+
     def ever_enrolled(self, key: str, object_type: str, record_id: str) -> bool:
         return (
             self.session.scalar(
@@ -151,7 +163,8 @@ class EnrollmentRepository:
         values: dict[str, Any] = {"status": status, "reason": reason}
         if ended_at is not None:
             values["ended_at"] = ended_at
-        return bool(self.session.execute(stmt.values(**values)).rowcount)
+        result = cast(CursorResult[Any], self.session.execute(stmt.values(**values)))
+        return bool(result.rowcount)
 
     def set_status_for_workflow(
         self, key: str, *, from_status: str, to_status: str

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
@@ -97,7 +97,7 @@ class RecordRepository:
         result = self.session.execute(
             delete(Record).where(Record.object_type == object_type, Record.id == record_id)
         )
-        return bool(result.rowcount)
+        return bool(cast(CursorResult[Any], result).rowcount)
 
     def count(self, object_type: str | None = None) -> int:
         stmt = select(func.count()).select_from(Record)
@@ -178,7 +178,7 @@ class ListRepository:
                 ListMembership.record_id == record_id,
             )
         )
-        return bool(result.rowcount)
+        return bool(cast(CursorResult[Any], result).rowcount)
 
     def members(self, name: str) -> list[str]:
         return list(

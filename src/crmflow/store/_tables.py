@@ -94,7 +94,9 @@ class ListMembership(Base):
         Index("ix_list_memberships_record", "object_type", "record_id"),
     )
 
-    list_name: Mapped[str] = mapped_column(ForeignKey("lists.name", ondelete="CASCADE"), primary_key=True)
+    list_name: Mapped[str] = mapped_column(
+        ForeignKey("lists.name", ondelete="CASCADE"), primary_key=True
+    )
     object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -134,7 +136,9 @@ class WorkflowVersion(Base):
 
     __tablename__ = "workflow_versions"
 
-    key: Mapped[str] = mapped_column(ForeignKey("workflows.key", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(
+        ForeignKey("workflows.key", ondelete="CASCADE"), primary_key=True
+    )
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     object_type: Mapped[str] = mapped_column(String(64))

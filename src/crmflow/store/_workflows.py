@@ -45,7 +45,8 @@ class WorkflowRepository:
             previous = self.version(key)
             if previous.object_type != object_type:
                 raise StoreError(
-                    f"workflow '{key}' enrolls {previous.object_type} records; a new version cannot "
+                    f"workflow '{key}' enrolls {previous.object_type} records; "
+                    "a new version cannot "
                     f"change object_type to {object_type} (publish it under another key)"
                 )
         workflow.latest_version += 1

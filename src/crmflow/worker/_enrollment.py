@@ -7,8 +7,10 @@ publish never changes a running enrollment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import workflow
@@ -37,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
 END = "end"
 
 # Which activity runs which action type: the interpreter dispatches on this table.
-_ACTIVITY_OF = {
+_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], ActionResult]] = {
     "set_property": RecordActivities.update_record,
     "copy_property": RecordActivities.update_record,
     "clear_property": RecordActivities.update_record,
@@ -166,7 +168,7 @@ class EnrollmentWorkflow:
         except ActivityError as exc:
             self._pending = pending
             # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
-            cause = exc.cause.message if exc.cause is not None else str(exc)
+            cause = str(exc.cause or exc)
             await self._record(input, action, workflow.now(), f"failed after retries: {cause}")
             return getattr(action, "otherwise", None)
         self._pending = []

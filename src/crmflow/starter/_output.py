@@ -1,0 +1,201 @@
+"""How the CLI prints: JSON for machines, rich tables and timelines for people.
+
+Consoles are made per call, not at import: they then write to whatever `sys.stdout` is at that
+moment (click's test runner swaps it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+
+def out() -> Console:
+    # Values come from users (record properties, subjects): never read them as rich markup.
+    console = Console(markup=False, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured: rich would wrap tables at 80 columns; a line per row greps better.
+        console.width = 200
+    return console
+
+
+def err() -> Console:
+    return Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine-clean JSON on stdout: no colour, no wrapping."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def when(value: str | None) -> str:
+    """An ISO timestamp from the store, shown in the local time zone, to the second."""
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def scalar(value: Any) -> str:
+    """A property value as the user would type it back: text bare, everything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    grid = Table(*columns, box=None, header_style="bold", pad_edge=False)
+    for row in rows:
+        grid.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
+    return grid
+
+
+def counts(enrollments: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(enrollments.items())) or "none"
+
+
+def print_workflows(workflows: list[dict[str, Any]]) -> None:
+    if not workflows:
+        out().print("no workflows published yet: `crmflow publish FILE`")
+        return
+    out().print(
+        table(
+            ["key", "name", "object", "trigger", "version", "active", "enrollments"],
+            (
+                [
+                    w["key"],
+                    w["name"],
+                    w["object_type"],
+                    w["trigger"],
+                    w["version"],
+                    "yes" if w["active"] else "no",
+                    counts(w["enrollments"]),
+                ]
+                for w in workflows
+            ),
+        )
+    )
+
+
+def print_workflow(found: dict[str, Any]) -> None:
+    console = out()
+    versions = ", ".join(str(v) for v in found["versions"])
+    console.print(f"{found['key']}: {found['definition'].get('name', '')}")
+    console.print(
+        f"  version    {found['version']} of {versions} (latest {found['latest_version']})"
+    )
+    console.print(f"  published  {when(found['published_at'])} from {found['source_name']}")
+    console.print(f"  active     {'yes' if found['active'] else 'no'}")
+    console.print(f"  enrolled   {counts(found['enrollments'])}")
+    console.print()
+    console.print(found["source"].rstrip("\n"))
+
+
+def print_record(view: dict[str, Any]) -> None:
+    console = out()
+    console.print(f"{view['object_type']} {view['id']}")
+    if view["properties"]:
+        console.print(
+            table(
+                ["property", "value"], sorted((k, scalar(v)) for k, v in view["properties"].items())
+            )
+        )
+    else:
+        console.print("  (no properties)")
+    console.print(f"lists: {', '.join(view['lists']) or '-'}")
+
+
+def step_line(step: dict[str, Any]) -> list[Any]:
+    outcome = step["outcome"]
+    if outcome is None:
+        outcome = "in progress" if step["finished_at"] is None else "-"
+    return [when(step["started_at"]), step["action_id"], step["type"], outcome]
+
+
+def print_enrollments(enrollments: list[dict[str, Any]]) -> None:
+    if not enrollments:
+        out().print("no enrollments")
+        return
+    rows = []
+    for e in enrollments:
+        last = e["steps"][-1] if e["steps"] else None
+        status = e["status"] + (f" ({e['reason']})" if e["reason"] else "")
+        rows.append(
+            [
+                e["record_id"],
+                e["version"],
+                status,
+                when(e["enrolled_at"]),
+                when(e["ended_at"]),
+                last["action_id"] if last else None,
+                len(e["steps"]),
+            ]
+        )
+    out().print(
+        table(["record", "version", "status", "enrolled", "ended", "last step", "steps"], rows)
+    )
+
+
+def print_history(enrollments: list[dict[str, Any]]) -> None:
+    console = out()
+    for index, e in enumerate(enrollments):
+        if index:
+            console.print()
+        status = e["status"] + (f": {e['reason']}" if e["reason"] else "")
+        console.print(
+            f"{e['workflow']} v{e['version']} · {e['object_type']} {e['record_id']} · {status}",
+            style="bold",
+        )
+        console.print(
+            f"  enrolled {when(e['enrolled_at'])} ({e['source']}), ended {when(e['ended_at'])}"
+        )
+        console.print(f"  temporal workflow id {e['temporal_workflow_id']}")
+        if e["steps"]:
+            steps = table(["at", "action", "type", "outcome"], map(step_line, e["steps"]))
+            console.print(Padding(steps, (0, 0, 0, 2), expand=False))
+        else:
+            console.print("  no step yet")
+
+
+def print_outbox(messages: list[dict[str, Any]]) -> None:
+    console = out()
+    if not messages:
+        console.print("the outbox is empty")
+        return
+    for index, m in enumerate(messages):
+        if index:
+            console.print("-" * 40)
+        console.print(
+            f"sent     {when(m['sent_at'])} ({m['workflow']}/{m['action_id']}, {m['record_id']})"
+        )
+        console.print(f"to       {m['to']}")
+        console.print(f"subject  {m['subject']}")
+        console.print()
+        console.print(m["body"].rstrip("\n"))
+
+
+def print_tasks(tasks: list[dict[str, Any]]) -> None:
+    if not tasks:
+        out().print("no tasks")
+        return
+    out().print(
+        table(
+            ["created", "title", "assignee", "due", "record", "workflow/action"],
+            (
+                [
+                    when(t["created_at"]),
+                    t["title"],
+                    t["assignee"],
+                    when(t["due_at"]),
+                    t["record_id"],
+                    f"{t['workflow']}/{t['action_id']}",
+                ]
+                for t in tasks
+            ),
+        )
+    )

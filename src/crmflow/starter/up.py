@@ -1,0 +1,146 @@
+"""The long-running commands: `crmflow worker` and `crmflow up` (dev server + store + worker).
+
+Both stop on SIGINT or SIGTERM through an event rather than KeyboardInterrupt, so shutdown runs
+in order (worker drained first, then the server stopped) and never ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from crmflow.store._engine import DEFAULT_DB_URL
+from crmflow.worker import build_worker
+
+from ._app import App, Settings
+from .devserver import DevServer
+from .services import OperationFailed
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The dev server's state sits next to the default SQLite store: everything local in one place.
+STATE_DIR = Path(make_url(DEFAULT_DB_URL).database or ".crmflow/crmflow.db").parent
+
+
+def shown_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (inside a running loop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
+    """Await `work` unless `stop` is set first (then `work` is cancelled). True if it finished."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        stopped.cancel()
+        task.result()
+        return True
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return False
+
+
+async def require_namespace(client: Client, settings: Settings) -> None:
+    # A worker polling a missing namespace fails only once running, in a Rust error message.
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=settings.namespace)
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise OperationFailed(
+            f"namespace {settings.namespace!r} does not exist on {settings.temporal_address}"
+        ) from None
+
+
+async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], None]) -> None:
+    """Run a worker until `stop` is set, then shut it down gracefully. A fatal worker error
+    (e.g. the server went away for good) is raised."""
+    client = await app.client()
+    await require_namespace(client, app.settings)
+    worker = build_worker(client, app.sessions, task_queue=app.settings.task_queue)
+    running = asyncio.ensure_future(worker.run())
+    on_ready()
+    if not await unless_stopped(stop, asyncio.shield(running)):
+        await worker.shutdown()
+    await running
+
+
+async def run_worker(app: App, *, echo: Callable[[str], None]) -> None:
+    with stop_on_signals() as stop:
+        settings = app.settings
+        await serve_worker(
+            app,
+            stop,
+            on_ready=lambda: echo(
+                f"worker polling task queue {settings.task_queue!r} on "
+                f"{settings.temporal_address} (namespace {settings.namespace}); Ctrl-C to stop"
+            ),
+        )
+        echo("worker stopped")
+
+
+async def run_up(
+    settings: Settings,
+    *,
+    open_app: Callable[[Settings], App],
+    temporal_port: int,
+    ui_port: int,
+    echo: Callable[[str], None],
+) -> None:
+    """Dev server, store and worker in one process, until SIGINT/SIGTERM.
+
+    `open_app` is the CLI's (it turns an unusable database URL into a user error)."""
+    with stop_on_signals() as stop:
+        server = DevServer(
+            state_dir=STATE_DIR, port=temporal_port, ui_port=ui_port, namespace=settings.namespace
+        )
+        echo(f"starting the Temporal dev server (state in {STATE_DIR}/) ...")
+        server.start()
+        try:
+            if not await unless_stopped(stop, server.wait_ready()):
+                return
+            app = open_app(replace(settings, temporal_address=server.target))
+            try:
+                await serve_worker(
+                    app,
+                    stop,
+                    on_ready=lambda: echo(
+                        "crmflow is up\n"
+                        f"  Temporal   {server.target} (namespace {settings.namespace})\n"
+                        f"  Web UI     {server.ui_url}\n"
+                        f"  store      {shown_url(app.settings.db_url)}\n"
+                        f"  worker     task queue {settings.task_queue!r}\n"
+                        "Ctrl-C to stop"
+                    ),
+                )
+            finally:
+                app.close()
+            echo("stopping ...")
+        finally:
+            # Stopping takes a few seconds (the server drains): keep the loop, and signals, alive.
+            await asyncio.to_thread(server.stop)
+        echo("stopped")
