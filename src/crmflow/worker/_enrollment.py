@@ -178,7 +178,9 @@ class EnrollmentWorkflow:
     async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
         started = workflow.now()
         wake = _wake_time(action, started, input.definition.settings.timezone)
-        await self._record(input, action, started, None)
+        # Stored at once, so `enrollments` shows what the enrollment waits for.
+        waiting = f"waiting until {wake.isoformat()}" if wake > started else None
+        await self._record(input, action, started, waiting, finished=False)
         if wake > started:
             # The timer ends the wait unless an unenrollment or the goal ends it first.
             with suppress(TimeoutError):
@@ -213,22 +215,34 @@ class EnrollmentWorkflow:
         return chosen.next
 
     def _step(
-        self, input: EnrollmentInput, action: Action, started: datetime, outcome: str | None
+        self,
+        input: EnrollmentInput,
+        action: Action,
+        started: datetime,
+        outcome: str | None,
+        *,
+        finished: bool = True,
     ) -> StepInput:
         return StepInput(
             context=input.context,
             action_id=action.id,
             type=action.type,
             started_at=started,
-            finished_at=None if outcome is None else workflow.now(),
+            finished_at=workflow.now() if finished else None,
             outcome=outcome,
         )
 
     async def _record(
-        self, input: EnrollmentInput, action: Action, started: datetime, outcome: str | None
+        self,
+        input: EnrollmentInput,
+        action: Action,
+        started: datetime,
+        outcome: str | None,
+        *,
+        finished: bool = True,
     ) -> None:
         """Store a step now (a delay's start must be visible at once)."""
-        self._pending.append(self._step(input, action, started, outcome))
+        self._pending.append(self._step(input, action, started, outcome, finished=finished))
         await self._flush()
 
     async def _flush(self) -> None:
