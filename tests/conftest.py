@@ -3,25 +3,21 @@ time-skipping Temporal test server."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from pg_databases import fresh_database
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.worker import _search_attributes as sa
-
-PG_ENV = "CRMFLOW_TEST_PG_URL"
 
 
 def binary(name: str) -> str:
@@ -35,20 +31,8 @@ def binary(name: str) -> str:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests skipped")
-    url = make_url(base.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"crmflow_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("crmflow_t") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

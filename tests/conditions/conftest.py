@@ -7,19 +7,15 @@ parallel runs and other test modules never share tables with these tests.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from condition_helpers import CondStore
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from pg_databases import fresh_database
+from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
 from crmflow.store._tables import Base
-
-PG_ENV = "CRMFLOW_TEST_PG_URL"
 
 
 @pytest.fixture(scope="session")
@@ -32,23 +28,13 @@ def sqlite_store() -> Iterator[CondStore]:
 
 @pytest.fixture(scope="session")
 def pg_store() -> Iterator[CondStore]:
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL condition tests skipped")
-    url = make_url(base.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"crmflow_cond_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = create_engine(url.set(database=name))
-    try:
-        Base.metadata.create_all(engine)
-        yield CondStore(engine)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_database("crmflow_cond") as url:
+        engine = create_engine(url)
+        try:
+            Base.metadata.create_all(engine)
+            yield CondStore(engine)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -78,6 +78,15 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+async def until_waiting(app: App, key: str = "welcome", action_id: str = "wait") -> None:
+    """Until the first enrollment of `key` has started its delay `action_id`."""
+    await wait_for(
+        lambda: any(
+            s["action_id"] == action_id for s in services.list_enrollments(app, key)[0]["steps"]
+        )
+    )
+
+
 async def enroll_one(app: App, key: str, record_id: str) -> str:
     [outcome] = await services.enroll(app, key, [record_id])
     assert outcome.ok, outcome.message
@@ -161,12 +170,7 @@ async def test_unenroll_takes_effect_during_a_delay(app, env, new_worker, publis
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         [outcome] = await services.unenroll(app, "welcome", ["ann"])
         assert outcome.ok and outcome.message == "unenrolled"
         result = await result_of(env, workflow_id)
@@ -203,12 +207,7 @@ async def test_deactivation_holds_before_the_next_action_and_activation_resumes(
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         await services.deactivate(app, "welcome")
         assert services.list_enrollments(app, "welcome")[0]["status"] == "paused"
         handle = env.client.get_workflow_handle(workflow_id)
@@ -234,12 +233,7 @@ async def test_deactivate_with_unenroll_all_ends_running_enrollments(app, env, n
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         await services.deactivate(app, "welcome", unenroll_all=True)
         result = await result_of(env, workflow_id)
     assert result.status == "unenrolled"
@@ -254,12 +248,7 @@ async def test_goal_signal_ends_the_enrollment_as_goal_met(app, env, new_worker,
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         from crmflow.activities.models import GoalMetSignal
 
         await env.client.get_workflow_handle(workflow_id).signal(
@@ -276,12 +265,7 @@ async def test_new_version_leaves_running_enrollments_on_theirs(app, env, new_wo
     services.set_record(app, "contact", "bea", {"firstname": "Bea", "email": "bea@example.com"})
     async with new_worker():
         first = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         changed = {
             **WELCOME,
             "actions": [*WELCOME["actions"][:4], {"id": "wait", "type": "delay", "duration": "1h"}],
@@ -388,12 +372,7 @@ async def test_deleting_the_record_unenrolls_it(app, env, new_worker, publish):
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "welcome", "ann")
-        await wait_for(
-            lambda: any(
-                s["action_id"] == "wait"
-                for s in services.list_enrollments(app, "welcome")[0]["steps"]
-            )
-        )
+        await until_waiting(app)
         assert await services.delete_record(app, "contact", "ann") == 1
         result = await result_of(env, workflow_id)
     assert (result.status, result.reason) == ("unenrolled", "record deleted")

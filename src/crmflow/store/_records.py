@@ -59,20 +59,26 @@ class RecordRepository:
         """Create the record or merge `changes` into it. Returns (record, created)."""
         record = self.get(object_type, record_id, for_update=True)
         if record is None:
-            record = Record(
-                object_type=object_type,
-                id=record_id,
-                properties=merge_properties({}, changes),
-                created_at=now,
-                updated_at=now,
-            )
-            self.session.add(record)
+            record = self._add(object_type, record_id, changes, now=now)
             self.session.flush()
             return record, True
         record.properties = merge_properties(record.properties, changes)
         record.updated_at = now
         self.session.flush()
         return record, False
+
+    def _add(
+        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+    ) -> Record:
+        record = Record(
+            object_type=object_type,
+            id=record_id,
+            properties=merge_properties({}, changes),
+            created_at=now,
+            updated_at=now,
+        )
+        self.session.add(record)
+        return record
 
     def update(
         self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
@@ -121,15 +127,7 @@ class RecordRepository:
         for record_id, changes in rows:
             record = existing.get(record_id)
             if record is None:
-                record = Record(
-                    object_type=object_type,
-                    id=record_id,
-                    properties=merge_properties({}, changes),
-                    created_at=now,
-                    updated_at=now,
-                )
-                self.session.add(record)
-                existing[record_id] = record
+                existing[record_id] = self._add(object_type, record_id, changes, now=now)
                 created += 1
             else:
                 record.properties = merge_properties(record.properties, changes)
