@@ -224,5 +224,5 @@ class EnrollmentRepository:
             select(Enrollment.status, func.count())
             .where(Enrollment.workflow_key == key)
             .group_by(Enrollment.status)
-        ).tuples()
+        )
         return {status: int(n) for status, n in rows}

@@ -93,7 +93,7 @@ class WorkflowRepository:
             )
             .order_by(Workflow.key)
         )
-        return [(w, v) for w, v in self.session.execute(stmt).tuples()]
+        return [(w, v) for w, v in self.session.execute(stmt)]
 
     def versions(self, key: str) -> list[WorkflowVersion]:
         return list(
