@@ -90,7 +90,7 @@ def test_lists_keep_one_object_type_and_deleting_a_record_removes_its_data(sessi
         assert snapshot is not None
         assert snapshot.lists == frozenset({"vip"})
         assert [e.name for e in snapshot.events] == ["form_submitted"]
-        assert RecordRepository(session).delete("contact", "ann")
+        assert RecordRepository(session).delete("contact", "ann", now=NOW)
     with sessions() as session:
         assert ListRepository(session).members("vip") == []
         assert EventRepository(session).for_record("contact", "ann") == []

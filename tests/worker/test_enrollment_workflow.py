@@ -365,16 +365,3 @@ async def test_history_replays_deterministically(app, env, new_worker, publish):
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, json.loads(saved)))
-
-
-async def test_deleting_the_record_unenrolls_it(app, env, new_worker, publish):
-    await publish(WELCOME)
-    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
-    async with new_worker():
-        workflow_id = await enroll_one(app, "welcome", "ann")
-        await until_waiting(app)
-        assert await services.delete_record(app, "contact", "ann") == 1
-        result = await result_of(env, workflow_id)
-    assert (result.status, result.reason) == ("unenrolled", "record deleted")
-    [enrollment] = services.list_enrollments(app, "welcome")
-    assert (enrollment["status"], enrollment["reason"]) == ("unenrolled", "record deleted")

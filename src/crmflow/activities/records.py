@@ -117,7 +117,7 @@ class RecordActivities:
                 )
             case RemoveFromListAction():
                 removed = ListRepository(session).remove(
-                    action.list, ctx.object_type, ctx.record_id
+                    action.list, ctx.object_type, ctx.record_id, now=now
                 )
                 return ActionResult(
                     outcome=f"removed from list {action.list}"

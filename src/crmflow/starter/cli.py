@@ -402,9 +402,8 @@ def show_record(record_id: str, object_type: str, as_json: bool) -> None:
 @object_option
 def delete_record(record_id: str, object_type: str) -> None:
     """Delete a record; it is unenrolled from every workflow it is enrolled in."""
-    ended = asyncio.run(services.delete_record(app(), object_type, record_id))
-    suffix = f" (unenrolled from {ended} workflow{'s' if ended != 1 else ''})" if ended else ""
-    click.echo(f"deleted {object_type} {record_id}{suffix}")
+    services.delete_record(app(), object_type, record_id)
+    click.echo(f"deleted {object_type} {record_id}")
 
 
 @cli.group()

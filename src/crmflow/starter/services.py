@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
-from crmflow.activities.models import EnrollmentContext, EnrollmentInput, UnenrollSignal
+from crmflow.activities.models import UnenrollSignal
 from crmflow.definitions import (
     DefinitionError,
     DelayAction,
@@ -28,7 +27,7 @@ from crmflow.definitions import (
 )
 from crmflow.store import (
     ACTIVE_STATUSES,
-    AlreadyEnrolled,
+    ChangeRepository,
     Enrollment,
     EnrollmentRepository,
     EnrollmentStep,
@@ -41,12 +40,10 @@ from crmflow.store import (
     TaskRepository,
     WorkflowRepository,
 )
+from crmflow.triggers import EnrollmentStarter, EnrollOutcome
 from crmflow.worker import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
-from crmflow.worker import _search_attributes as sa
 
 from ._app import App
-
-SIGNAL_CONCURRENCY = 50
 
 
 class UserError(Exception):
@@ -140,37 +137,19 @@ def load_version(app: App, key: str, version: int | None = None) -> tuple[Workfl
 
 def unsupported_features(definition: WorkflowDefinition) -> list[str]:
     """What this build cannot execute yet. Activation refuses such a definition rather than
-    running it wrongly (a window ignored, a goal never checked)."""
+    running it wrongly (a window ignored, a schedule never run)."""
     found = []
-    trigger = definition.enrollment.trigger
-    if trigger != "manual":
-        found.append(f"enrollment trigger '{trigger}' (only 'manual' runs in this version)")
+    if definition.enrollment.trigger == "schedule":
+        found.append("enrollment trigger 'schedule'")
     for action in definition.actions:
         if action.type not in EXECUTABLE_ACTION_TYPES:
             found.append(f"action '{action.id}' of type {action.type}")
-        elif (
-            isinstance(action, DelayAction)
-            and action.duration is None
-            and action.until_date is None
-        ):
-            found.append(
-                f"action '{action.id}': only delays by duration or until_date run in this version"
-            )
+        elif isinstance(action, DelayAction) and action.kind not in ("duration", "until_date"):
+            found.append(f"action '{action.id}': a delay {action.kind}")
     settings = definition.settings
-    if definition.goal is not None:
-        found.append("goal")
-    for name in (
-        "execution_window",
-        "pause_dates",
-        "suppression_lists",
-        "unenroll_when",
-        "unenroll_from",
-        "timezone_property",
-    ):
+    for name in ("execution_window", "pause_dates", "timezone_property"):
         if getattr(settings, name):
             found.append(f"settings.{name}")
-    if settings.unenroll_when_criteria_unmet:
-        found.append("settings.unenroll_when_criteria_unmet")
     return found
 
 
@@ -238,28 +217,18 @@ def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, A
 # ---------------------------------------------------------------- activation
 
 
-async def _signal_all(
-    app: App, enrollments: Iterable[Enrollment], send: Callable[[WorkflowHandle], Any]
+async def starter(app: App) -> EnrollmentStarter:
+    return EnrollmentStarter(app.sessions, await app.client(), app.settings.task_queue)
+
+
+async def _signal(
+    app: App, enrollments: Sequence[Enrollment], send: Callable[[WorkflowHandle[Any, Any]], Any]
 ) -> int:
-    """Signal enrollments concurrently (bounded); a closed or unknown run is skipped."""
-    enrollments = list(enrollments)
     if not enrollments:
         return 0
-    client = await app.client()
-    gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
-    delivered = 0
-
-    async def one(enrollment: Enrollment) -> None:
-        nonlocal delivered
-        async with gate:
-            try:
-                await send(client.get_workflow_handle(enrollment.temporal_workflow_id))
-                delivered += 1
-            except RPCError:
-                pass
-
-    await asyncio.gather(*(one(e) for e in enrollments))
-    return delivered
+    return await (await starter(app)).signal_all(
+        [e.temporal_workflow_id for e in enrollments], send
+    )
 
 
 @dataclass(frozen=True)
@@ -283,11 +252,14 @@ async def activate(app: App, key: str) -> ActivationResult:
             # Reach Temporal before changing anything, so a failure changes nothing.
             await app.client()
     with app.sessions.begin() as session:
-        WorkflowRepository(session).set_active(key, True, now=utcnow())
+        workflow = WorkflowRepository(session).set_active(key, True, now=utcnow())
+        # Automatic enrollment reacts to the changes from now on; records that match already
+        # enroll only with enroll_existing.
+        workflow.activated_change_id = ChangeRepository(session).last_id()
         resumed = EnrollmentRepository(session).set_status_for_workflow(
             key, from_status="paused", to_status="running"
         )
-    await _signal_all(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
+    await _signal(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
     return ActivationResult(key, True, resumed=len(resumed))
 
 
@@ -308,11 +280,9 @@ async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> Activ
             )
     if unenroll_all:
         signal = UnenrollSignal(reason="workflow deactivated with --unenroll-all")
-        done = await _signal_all(
-            app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal)
-        )
+        done = await _signal(app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
         return ActivationResult(key, False, unenrolled=done)
-    await _signal_all(app, targets, lambda h: h.signal(EnrollmentWorkflow.pause))
+    await _signal(app, targets, lambda h: h.signal(EnrollmentWorkflow.pause))
     return ActivationResult(key, False, paused=len(targets))
 
 
@@ -368,18 +338,12 @@ def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
             raise UserError(str(exc)) from None
 
 
-async def delete_record(app: App, object_type: str, record_id: str) -> int:
-    """Delete the record (its list memberships and events go with it) and unenroll it from every
-    workflow it is enrolled in. Returns how many enrollments were told to end."""
-    with app.sessions() as session:
-        enrolled = EnrollmentRepository(session).active_for_record(object_type, record_id)
-    if enrolled:
-        await app.client()
+def delete_record(app: App, object_type: str, record_id: str) -> None:
+    """Delete the record with its list memberships and events. The change feed carries the
+    deletion to the dispatcher, which unenrolls the record from every workflow."""
     with app.sessions.begin() as session:
-        if not RecordRepository(session).delete(object_type, record_id):
+        if not RecordRepository(session).delete(object_type, record_id, now=utcnow()):
             raise UserError(f"no {object_type} with id '{record_id}'")
-    signal = UnenrollSignal(reason="record deleted")
-    return await _signal_all(app, enrolled, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
 
 
 def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -472,7 +436,7 @@ def change_list(app: App, name: str, ids: Sequence[str], *, object_type: str, ad
                 if add:
                     changed += lists.add(name, object_type, record_id, now=now)
                 else:
-                    changed += lists.remove(name, object_type, record_id)
+                    changed += lists.remove(name, object_type, record_id, now=now)
             except StoreError as exc:
                 raise UserError(str(exc)) from None
     return changed
@@ -507,79 +471,6 @@ def track_event(
 # ---------------------------------------------------------------- enrollments
 
 
-@dataclass(frozen=True)
-class EnrollOutcome:
-    """What happened to one record of an enroll or unenroll request."""
-
-    record_id: str
-    ok: bool
-    message: str
-    temporal_workflow_id: str | None = None
-
-
-def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(sa.WORKFLOW_KEY, ctx.workflow_key),
-            SearchAttributePair(sa.VERSION, ctx.version),
-            SearchAttributePair(sa.RECORD_ID, ctx.record_id),
-            SearchAttributePair(sa.OBJECT_TYPE, ctx.object_type),
-            SearchAttributePair(sa.STATUS, "running"),
-        ]
-    )
-
-
-async def start_enrollment(
-    app: App,
-    definition: WorkflowDefinition,
-    version: int,
-    record_id: str,
-    *,
-    source: str,
-) -> EnrollOutcome:
-    """Create the enrollment row, then its Temporal workflow (one running per workflow id)."""
-    object_type = definition.object_type
-    with app.sessions.begin() as session:
-        if RecordRepository(session).get(object_type, record_id) is None:
-            return EnrollOutcome(record_id, False, f"no {object_type} with id '{record_id}'")
-        try:
-            enrollment = EnrollmentRepository(session).create(
-                key=definition.key,
-                version=version,
-                object_type=object_type,
-                record_id=record_id,
-                source=source,
-                now=utcnow(),
-            )
-        except AlreadyEnrolled as exc:
-            return EnrollOutcome(record_id, False, str(exc))
-    ctx = EnrollmentContext(
-        enrollment_id=enrollment.id,
-        workflow_key=definition.key,
-        workflow_name=definition.name,
-        version=version,
-        object_type=object_type,
-        record_id=record_id,
-    )
-    client = await app.client()
-    try:
-        await client.start_workflow(
-            EnrollmentWorkflow.run,
-            EnrollmentInput(context=ctx, definition=definition),
-            id=enrollment.temporal_workflow_id,
-            task_queue=app.settings.task_queue,
-            search_attributes=enrollment_search_attributes(ctx),
-            static_summary=f"{definition.name} (v{version}) for {object_type} {record_id}",
-        )
-    except Exception as exc:
-        with app.sessions.begin() as session:
-            EnrollmentRepository(session).set_status(
-                enrollment.id, "failed", reason=f"could not start: {exc}", ended_at=utcnow()
-            )
-        raise OperationFailed(f"could not start the enrollment of '{record_id}': {exc}") from exc
-    return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
-
-
 async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOutcome]:
     with app.sessions() as session:
         workflow = WorkflowRepository(session).get(key)
@@ -590,10 +481,17 @@ async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOu
                 f"workflow '{key}' is not active: run `crmflow activate {key}` first"
             )
     definition, version = load_version(app, key)
-    return [
-        await start_enrollment(app, definition, version, record_id, source="manual")
-        for record_id in record_ids
-    ]
+    enrolling = await starter(app)
+    outcomes = []
+    for record_id in record_ids:
+        try:
+            outcome = await enrolling.start(definition, version, record_id, source="manual")
+        except RPCError as exc:
+            raise OperationFailed(
+                f"could not start the enrollment of '{record_id}': {exc}"
+            ) from exc
+        outcomes.append(outcome)
+    return outcomes
 
 
 async def unenroll(

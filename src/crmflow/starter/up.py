@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.store._engine import DEFAULT_DB_URL
+from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
 
 from ._app import App, Settings
@@ -77,16 +78,23 @@ async def require_namespace(client: Client, settings: Settings) -> None:
 
 
 async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], None]) -> None:
-    """Run a worker until `stop` is set, then shut it down gracefully. A fatal worker error
-    (e.g. the server went away for good) is raised."""
+    """Run a worker and the change dispatcher until `stop` is set, then shut both down
+    gracefully. A fatal worker error (e.g. the server went away for good) is raised."""
     client = await app.client()
     await require_namespace(client, app.settings)
     worker = build_worker(client, app.sessions, task_queue=app.settings.task_queue)
+    # Every worker process runs a dispatcher; a lease in the store lets one dispatch at a time.
+    dispatcher = Dispatcher(app.sessions, client, task_queue=app.settings.task_queue)
+    dispatching = asyncio.ensure_future(dispatcher.run(stop))
     running = asyncio.ensure_future(worker.run())
     on_ready()
-    if not await unless_stopped(stop, asyncio.shield(running)):
-        await worker.shutdown()
-    await running
+    try:
+        if not await unless_stopped(stop, asyncio.shield(running)):
+            await worker.shutdown()
+        await running
+    finally:
+        stop.set()
+        await dispatching
 
 
 async def run_worker(app: App, *, echo: Callable[[str], None]) -> None:

@@ -1,5 +1,6 @@
 """The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here."""
 
+from ._changes import ChangeRepository, changed_properties
 from ._enrollments import (
     ENDED_STATUSES,
     AlreadyEnrolled,
@@ -23,9 +24,11 @@ from ._tables import (
     Enrollment,
     EnrollmentStep,
     Event,
+    Lease,
     ListMembership,
     OutboxMessage,
     Record,
+    RecordChange,
     RecordList,
     Task,
     Workflow,
@@ -37,6 +40,10 @@ __all__ = [
     "ACTIVE_STATUSES",
     "ENDED_STATUSES",
     "AlreadyEnrolled",
+    "ChangeRepository",
+    "changed_properties",
+    "RecordChange",
+    "Lease",
     "Base",
     "Enrollment",
     "EnrollmentRepository",

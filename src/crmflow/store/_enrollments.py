@@ -52,6 +52,7 @@ class EnrollmentRepository:
         record_id: str,
         source: str,
         now: datetime,
+        trigger_change_id: int | None = None,
     ) -> Enrollment:
         """A new running enrollment. Raises AlreadyEnrolled when one is running or paused: the
         partial unique index makes this hold under concurrency too."""
@@ -77,6 +78,7 @@ class EnrollmentRepository:
             source=source,
             enrolled_at=now,
             temporal_workflow_id=temporal_workflow_id(key, object_type, record_id, seq),
+            trigger_change_id=trigger_change_id,
         )
         try:
             with self.session.begin_nested():
@@ -85,6 +87,14 @@ class EnrollmentRepository:
         except IntegrityError:
             raise AlreadyEnrolled(key, object_type, record_id) from None
         return enrollment
+
+    def by_trigger(self, key: str, change_id: int) -> Enrollment | None:
+        """The enrollment a change already caused in a workflow, if any."""
+        return self.session.scalars(
+            select(Enrollment).where(
+                Enrollment.workflow_key == key, Enrollment.trigger_change_id == change_id
+            )
+        ).one_or_none()
 
     def get(self, enrollment_id: int, *, for_update: bool = False) -> Enrollment | None:
         return self.session.get(Enrollment, enrollment_id, with_for_update=for_update)
@@ -108,6 +118,24 @@ class EnrollmentRepository:
                     Enrollment.record_id == record_id,
                     Enrollment.status.in_(ACTIVE_STATUSES),
                 )
+            )
+        )
+
+    def ever_enrolled_in(
+        self, keys: Sequence[str], object_type: str, record_id: str
+    ) -> frozenset[str]:
+        """Which of these workflows the record was ever enrolled in."""
+        if not keys:
+            return frozenset()
+        return frozenset(
+            self.session.scalars(
+                select(Enrollment.workflow_key)
+                .where(
+                    Enrollment.workflow_key.in_(list(keys)),
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id == record_id,
+                )
+                .distinct()
             )
         )
 

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
 
+from . import _changes as feed
+from ._changes import ChangeRepository, changed_properties
 from ._tables import Event, ListMembership, Record, RecordList
 
 
@@ -26,10 +28,10 @@ class RecordNotFound(StoreError):
         self.record_id = record_id
 
 
-def merge_properties(current: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply changes; a value of None removes the property (a cleared value is an unknown one)."""
+def merge_properties(current: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply values; a value of None removes the property (a cleared value is an unknown one)."""
     merged = dict(current)
-    for name, value in changes.items():
+    for name, value in values.items():
         if value is None:
             merged.pop(name, None)
         else:
@@ -54,42 +56,58 @@ class RecordRepository:
         return record
 
     def upsert(
-        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+        self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
     ) -> tuple[Record, bool]:
-        """Create the record or merge `changes` into it. Returns (record, created)."""
+        """Create the record or merge `values` into it. Returns (record, created)."""
         record = self.get(object_type, record_id, for_update=True)
         if record is None:
-            record = self._add(object_type, record_id, changes, now=now)
+            record = self._add(object_type, record_id, values, now=now)
             self.session.flush()
             return record, True
-        record.properties = merge_properties(record.properties, changes)
-        record.updated_at = now
+        self._change(record, values, now=now)
         self.session.flush()
         return record, False
 
     def _add(
-        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+        self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
     ) -> Record:
         record = Record(
             object_type=object_type,
             id=record_id,
-            properties=merge_properties({}, changes),
+            properties=merge_properties({}, values),
             created_at=now,
             updated_at=now,
         )
         self.session.add(record)
+        ChangeRepository(self.session).append(
+            object_type,
+            record_id,
+            feed.CREATED,
+            now=now,
+            before=changed_properties({}, record.properties),
+        )
         return record
 
+    def _change(self, record: Record, values: Mapping[str, Any], *, now: datetime) -> None:
+        after = merge_properties(record.properties, values)
+        before = changed_properties(record.properties, after)
+        if not before:
+            return  # a write that changes nothing is no change: no feed entry, no trigger
+        record.properties = after
+        record.updated_at = now
+        ChangeRepository(self.session).append(
+            record.object_type, record.id, feed.UPDATED, now=now, before=before
+        )
+
     def update(
-        self, object_type: str, record_id: str, changes: Mapping[str, Any], *, now: datetime
+        self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
     ) -> Record:
         record = self.require(object_type, record_id, for_update=True)
-        record.properties = merge_properties(record.properties, changes)
-        record.updated_at = now
+        self._change(record, values, now=now)
         self.session.flush()
         return record
 
-    def delete(self, object_type: str, record_id: str) -> bool:
+    def delete(self, object_type: str, record_id: str, *, now: datetime) -> bool:
         # Memberships and events go with the record (ON DELETE CASCADE, and explicitly for
         # SQLite connections opened without the foreign_keys pragma).
         self.session.execute(
@@ -103,7 +121,10 @@ class RecordRepository:
         result = self.session.execute(
             delete(Record).where(Record.object_type == object_type, Record.id == record_id)
         )
-        return bool(cast(CursorResult[Any], result).rowcount)
+        deleted = bool(cast(CursorResult[Any], result).rowcount)
+        if deleted:
+            ChangeRepository(self.session).append(object_type, record_id, feed.DELETED, now=now)
+        return deleted
 
     def count(self, object_type: str | None = None) -> int:
         stmt = select(func.count()).select_from(Record)
@@ -124,14 +145,13 @@ class RecordRepository:
             )
         }
         created = updated = 0
-        for record_id, changes in rows:
+        for record_id, values in rows:
             record = existing.get(record_id)
             if record is None:
-                existing[record_id] = self._add(object_type, record_id, changes, now=now)
+                existing[record_id] = self._add(object_type, record_id, values, now=now)
                 created += 1
             else:
-                record.properties = merge_properties(record.properties, changes)
-                record.updated_at = now
+                self._change(record, values, now=now)
                 updated += 1
         self.session.flush()
         return created, updated
@@ -165,10 +185,13 @@ class ListRepository:
                 list_name=name, object_type=object_type, record_id=record_id, added_at=now
             )
         )
+        ChangeRepository(self.session).append(
+            object_type, record_id, feed.LISTED, now=now, list_name=name
+        )
         self.session.flush()
         return True
 
-    def remove(self, name: str, object_type: str, record_id: str) -> bool:
+    def remove(self, name: str, object_type: str, record_id: str, *, now: datetime) -> bool:
         result = self.session.execute(
             delete(ListMembership).where(
                 ListMembership.list_name == name,
@@ -176,7 +199,12 @@ class ListRepository:
                 ListMembership.record_id == record_id,
             )
         )
-        return bool(cast(CursorResult[Any], result).rowcount)
+        removed = bool(cast(CursorResult[Any], result).rowcount)
+        if removed:
+            ChangeRepository(self.session).append(
+                object_type, record_id, feed.UNLISTED, now=now, list_name=name
+            )
+        return removed
 
     def members(self, name: str) -> list[str]:
         return list(
@@ -221,6 +249,9 @@ class EventRepository:
         )
         self.session.add(event)
         self.session.flush()
+        ChangeRepository(self.session).append(
+            object_type, record_id, feed.EVENT, now=occurred_at, event_name=name, event_id=event.id
+        )
         return event
 
     def for_record(

@@ -129,6 +129,9 @@ class Workflow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     deactivated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The last record change committed before the latest activation: automatic enrollment only
+    # reacts to later changes (records that matched before enroll only with enroll_existing).
+    activated_change_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
 class WorkflowVersion(Base):
@@ -169,6 +172,9 @@ class Enrollment(Base):
             postgresql_where=text("status IN ('running', 'paused')"),
         ),
         Index("ix_enrollments_workflow_status", "workflow_key", "status"),
+        Index("ix_enrollments_record", "object_type", "record_id"),
+        # A change enrolls a record in a workflow at most once, however often it is dispatched.
+        UniqueConstraint("workflow_key", "trigger_change_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -183,6 +189,7 @@ class Enrollment(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     temporal_workflow_id: Mapped[str] = mapped_column(String(512), unique=True)
+    trigger_change_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
 class EnrollmentStep(Base):
@@ -241,3 +248,43 @@ class Task(Base):
     object_type: Mapped[str] = mapped_column(String(64))
     record_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RecordChange(Base):
+    """The change feed: one row per change of a record, committed in the same transaction as
+    the change itself, so the dispatcher can never miss one. `dispatched_at` is set once every
+    enrollment and signal the change calls for has been made."""
+
+    __tablename__ = "record_changes"
+    __table_args__ = (
+        Index(
+            "ix_record_changes_pending",
+            "id",
+            sqlite_where=text("dispatched_at IS NULL"),
+            postgresql_where=text("dispatched_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    object_type: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # created updated deleted listed unlisted event
+    properties: Mapped[list[str]] = mapped_column(JsonColumn, default=list)
+    before: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+    list_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    event_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Lease(Base):
+    """Who runs a singleton loop (the change dispatcher) while several workers run."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)

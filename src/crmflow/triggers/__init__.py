@@ -1,0 +1,22 @@
+"""Automatic enrollment: the change feed turned into enrollments and signals."""
+
+from ._decide import Change, Decision, Enroll, Leave, Trigger, decide
+from ._dispatcher import Dispatcher, load_index
+from ._index import TriggerIndex
+from ._starting import EnrollmentStarter, EnrollOutcome, enrollment_search_attributes, refusal
+
+__all__ = [
+    "Change",
+    "Decision",
+    "Dispatcher",
+    "Enroll",
+    "EnrollOutcome",
+    "EnrollmentStarter",
+    "Leave",
+    "Trigger",
+    "TriggerIndex",
+    "decide",
+    "enrollment_search_attributes",
+    "load_index",
+    "refusal",
+]
