@@ -3,20 +3,33 @@ time-skipping Temporal test server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from pg_databases import fresh_database
-from sqlalchemy import create_engine, text
+from ruamel.yaml import YAML
+from sqlalchemy import create_engine, select, text
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from crmflow.activities.models import UnenrollSignal
+from crmflow.starter import services
+from crmflow.starter._app import App, Settings
+from crmflow.store import ACTIVE_STATUSES, Enrollment
+from crmflow.worker import EnrollmentWorkflow, build_worker
 from crmflow.worker import _search_attributes as sa
 
 
@@ -74,3 +87,74 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+# ---------------------------------------------------------------- an app on a real store
+
+
+def write_definition(path: Path, definition: dict[str, Any]) -> Path:
+    yaml = YAML()
+    with path.open("w") as handle:
+        yaml.dump(definition, handle)
+    return path
+
+
+@pytest.fixture
+def app(store_url: str) -> App:
+    app = App(Settings(db_url=store_url, task_queue=f"tq-{uuid.uuid4().hex[:8]}"))
+    yield app
+    app.close()
+
+
+@pytest_asyncio.fixture
+async def env(time_skipping_env: WorkflowEnvironment, app: App) -> WorkflowEnvironment:
+    app.use_client(time_skipping_env.client)
+    return time_skipping_env
+
+
+async def end_running_enrollments(env: WorkflowEnvironment, app: App) -> None:
+    """End what a test left running, through workflow code and while its worker still runs.
+    The test server is shared by the session: a run left with a timer to fire, or terminated
+    while an activity was out, leaves work no one finishes, and the server then stops skipping
+    time for every later test."""
+    with app.sessions() as session:
+        running = session.scalars(
+            select(Enrollment.temporal_workflow_id).where(Enrollment.status.in_(ACTIVE_STATUSES))
+        ).all()
+    for workflow_id in running:
+        handle = env.client.get_workflow_handle(workflow_id)
+        with contextlib.suppress(RPCError):
+            await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason="test over"))
+        with contextlib.suppress(Exception):
+            async with env.time_skipping_unlocked():
+                await asyncio.wait_for(handle.result(), timeout=10)
+
+
+@pytest.fixture
+def new_worker(env: WorkflowEnvironment, app: App) -> Callable[..., Any]:
+    @asynccontextmanager
+    async def start(**kwargs: Any) -> AsyncIterator[Worker]:
+        worker = build_worker(
+            env.client, app.sessions, task_queue=app.settings.task_queue, **kwargs
+        )
+        async with worker:
+            try:
+                yield worker
+            finally:
+                await end_running_enrollments(env, app)
+
+    return start
+
+
+@pytest.fixture
+def publish(app: App, tmp_path: Path) -> Callable[..., Any]:
+    async def go(definition: dict[str, Any], *, activate: bool = True) -> str:
+        path = write_definition(
+            tmp_path / f"{definition['key']}-{uuid.uuid4().hex[:6]}.yaml", definition
+        )
+        services.publish_files(app, [path])
+        if activate:
+            await services.activate(app, definition["key"])
+        return definition["key"]
+
+    return go

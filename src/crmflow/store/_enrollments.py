@@ -96,6 +96,25 @@ class EnrollmentRepository:
             )
         ).one_or_none()
 
+    def active_versions(self) -> set[tuple[str, int]]:
+        """(workflow, version) pairs that have running or paused enrollments."""
+        return {
+            (key, version)
+            for key, version in self.session.execute(
+                select(Enrollment.workflow_key, Enrollment.version)
+                .where(Enrollment.status.in_(ACTIVE_STATUSES))
+                .distinct()
+            )
+        }
+
+    def by_trigger_change(self, change_id: int) -> list[Enrollment]:
+        """Every enrollment a change caused, in any workflow."""
+        return list(
+            self.session.scalars(
+                select(Enrollment).where(Enrollment.trigger_change_id == change_id)
+            )
+        )
+
     def get(self, enrollment_id: int, *, for_update: bool = False) -> Enrollment | None:
         return self.session.get(Enrollment, enrollment_id, with_for_update=for_update)
 

@@ -124,5 +124,17 @@ class WorkflowRepository:
             ).where(WorkflowVersion.object_type == object_type)
         return list(self.session.scalars(stmt.order_by(Workflow.key)))
 
+    def generation(self) -> tuple[object, ...]:
+        """A value that changes whenever a publish, activation or deactivation happens."""
+        return tuple(
+            self.session.execute(
+                select(
+                    func.count(WorkflowVersion.version),
+                    func.max(Workflow.activated_at),
+                    func.max(Workflow.deactivated_at),
+                ).select_from(WorkflowVersion)
+            ).one()
+        )
+
     def count(self) -> int:
         return int(self.session.scalar(select(func.count()).select_from(Workflow)) or 0)

@@ -17,20 +17,16 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import (
-    ACTIVE_STATUSES,
     ChangeRepository,
-    Enrollment,
     EnrollmentRepository,
     Lease,
     RecordChange,
-    Workflow,
-    WorkflowVersion,
+    WorkflowRepository,
     load_snapshot,
 )
 
@@ -61,22 +57,14 @@ def as_change(row: RecordChange) -> Change:
 def load_index(session: Session) -> TriggerIndex:
     """Triggers of the latest version of each workflow, and of every older version that still
     has running enrollments (their exit rules are their own version's)."""
-    workflows = {w.key: w for w in session.scalars(select(Workflow))}
-    wanted = {(w.key, w.latest_version) for w in workflows.values()}
-    wanted |= {
-        (key, version)
-        for key, version in session.execute(
-            select(Enrollment.workflow_key, Enrollment.version)
-            .where(Enrollment.status.in_(ACTIVE_STATUSES))
-            .distinct()
-        )
-    }
+    workflows = WorkflowRepository(session)
+    latest = {w.key: w for w, _ in workflows.all()}
+    wanted = {(w.key, w.latest_version) for w in latest.values()}
+    wanted |= EnrollmentRepository(session).active_versions()
     triggers = []
     for key, version in sorted(wanted):
-        row = session.get(WorkflowVersion, (key, version))
-        if row is None:
-            continue
-        workflow = workflows[key]
+        workflow = latest[key]
+        row = workflows.version(key, version)
         triggers.append(
             Trigger.of(
                 WorkflowDefinition.model_validate(row.definition),
@@ -86,22 +74,6 @@ def load_index(session: Session) -> TriggerIndex:
             )
         )
     return TriggerIndex(triggers)
-
-
-def index_generation(session: Session) -> tuple[object, ...]:
-    """Changes whenever a publish, activation or deactivation happened."""
-    return tuple(
-        session.execute(
-            select(
-                func.count(WorkflowVersion.version),
-                func.max(Workflow.activated_at),
-                func.max(Workflow.deactivated_at),
-                func.sum(Workflow.latest_version),
-            )
-            .select_from(Workflow)
-            .outerjoin(WorkflowVersion, WorkflowVersion.key == Workflow.key)
-        ).one()
-    )
 
 
 class Dispatcher:
@@ -187,7 +159,7 @@ class Dispatcher:
 
     def refresh_index(self) -> TriggerIndex:
         with self.sessions() as session:
-            generation = index_generation(session)
+            generation = WorkflowRepository(session).generation()
             if self._index is None or generation != self._generation:
                 self._index = load_index(session)
                 self._generation = generation
@@ -204,7 +176,15 @@ class Dispatcher:
             return False
         with self.sessions() as session:
             enrollments = EnrollmentRepository(session)
-            active = enrollments.active_for_record(change.object_type, change.record_id)
+            # A redo: this change was decided before a crash. Its enrollments stand as decided
+            # (they are finished below, idempotently), and are not this change's to judge again.
+            redo = enrollments.by_trigger_change(change.id)
+            redo_keys = {e.workflow_key for e in redo}
+            active = [
+                e
+                for e in enrollments.active_for_record(change.object_type, change.record_id)
+                if e.workflow_key not in redo_keys
+            ]
             # A deletion ends every enrollment of the record; other changes only those whose
             # exit rules read what changed.
             leave = [
@@ -213,7 +193,10 @@ class Dispatcher:
                 if (change.kind == DELETED or (e.workflow_key, e.version) in leave_ids)
                 and (trigger := index.trigger(e.workflow_key, e.version)) is not None
             ]
-            enrolled_now = {e.workflow_key for e in active}
+            enrolled_now = {e.workflow_key for e in active} | redo_keys
+            redone = [
+                t for e in redo if (t := index.trigger(e.workflow_key, e.version)) is not None
+            ]
             enter = [t for t in enter if t.key not in enrolled_now]
             ever = enrollments.ever_enrolled_in(
                 [t.key for t in enter], change.object_type, change.record_id
@@ -227,7 +210,8 @@ class Dispatcher:
             change, snapshot, enter=enter, leave=leave, ever_enrolled=ever, now=datetime.now(UTC)
         )
         self.crash_point("decided", change)
-        triggers = {t.key: t for t in enter}
+        decisions = [*(Enroll(t.key, "redo") for t in redone), *decisions]
+        triggers = {t.key: t for t in [*enter, *redone]}
         for decision in decisions:
             if isinstance(decision, Enroll):
                 trigger = triggers[decision.key]

@@ -1,0 +1,347 @@
+"""Automatic enrollment end to end: the store's change feed, the dispatcher, real enrollments on
+the time-skipping server. The dispatcher is driven one batch at a time (`dispatch_pending`), so
+each test says exactly which changes were dispatched when."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from crmflow.activities.models import EnrollmentResult
+from crmflow.starter import services
+from crmflow.starter._app import App
+from crmflow.store import ChangeRepository
+from crmflow.triggers import Change, Dispatcher
+
+LEAD = {"property": "lifecycle_stage", "op": "eq", "value": "lead"}
+
+
+def nurture(**overrides: Any) -> dict[str, Any]:
+    definition: dict[str, Any] = {
+        "key": "nurture",
+        "name": "Nurture",
+        "enrollment": {"trigger": "criteria", "criteria": LEAD},
+        "actions": [
+            {
+                "id": "hello",
+                "type": "send_email",
+                "subject": "Hi {{ record.firstname }}",
+                "body": ".",
+            },
+            {"id": "wait", "type": "delay", "duration": "2d"},
+            {"id": "call", "type": "create_task", "title": "Call {{ record.firstname }}"},
+        ],
+    }
+    for name, value in overrides.items():
+        if name in ("enrollment", "settings", "goal"):
+            definition[name] = {**definition.get(name, {}), **value}
+        else:
+            definition[name] = value
+    return definition
+
+
+@pytest.fixture
+def dispatcher(app: App, env: WorkflowEnvironment) -> Dispatcher:
+    return Dispatcher(app.sessions, env.client, task_queue=app.settings.task_queue)
+
+
+def statuses(app: App, key: str = "nurture") -> list[tuple[str, str, str | None]]:
+    return [(e["record_id"], e["status"], e["reason"]) for e in services.list_enrollments(app, key)]
+
+
+def pending(app: App) -> int:
+    with app.sessions() as session:
+        return ChangeRepository(session).count_pending()
+
+
+async def settle(env: WorkflowEnvironment, app: App, key: str = "nurture") -> None:
+    """Let every running enrollment of `key` finish (time skips over delays)."""
+    for enrollment in services.list_enrollments(app, key):
+        if enrollment["status"] in ("running", "paused"):
+            handle = env.client.get_workflow_handle(
+                enrollment["temporal_workflow_id"], result_type=EnrollmentResult
+            )
+            async with env.time_skipping_unlocked():
+                await handle.result()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := predicate()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def until_waiting(app: App, record_id: str, key: str = "nurture") -> None:
+    def waiting() -> bool:
+        found = services.list_enrollments(app, key, record_id=record_id)
+        return bool(found) and any(s["action_id"] == "wait" for s in found[-1]["steps"])
+
+    await wait_for(waiting)
+
+
+async def test_a_record_that_comes_to_match_enrolls_once(app, env, new_worker, publish, dispatcher):
+    await publish(nurture())
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    async with new_worker():
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == []
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead"})
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("ann", "running", None)]
+        await settle(env, app)
+        # Matching again later does not re-enroll: without `reenroll`, at most once, ever.
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "customer"})
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "score": 3})
+        await dispatcher.dispatch_pending()
+    assert statuses(app) == [("ann", "completed", None)]
+    assert pending(app) == 0
+    [mail] = services.outbox(app)
+    assert mail["subject"] == "Hi Ann"
+
+
+async def test_a_new_record_that_matches_enrolls(app, env, new_worker, publish, dispatcher):
+    await publish(nurture())
+    async with new_worker():
+        services.set_record(app, "contact", "bob", {"lifecycle_stage": "lead", "email": "b@x.io"})
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("bob", "running", None)]
+
+
+async def test_records_matching_before_activation_wait_for_a_change_that_makes_them_match(
+    app, env, new_worker, publish, dispatcher
+):
+    services.set_record(app, "contact", "old", {"lifecycle_stage": "lead", "email": "o@x.io"})
+    await publish(nurture())
+    async with new_worker():
+        await dispatcher.dispatch_pending()  # the change from before activation: ignored
+        services.set_record(app, "contact", "old", {"firstname": "Olga"})  # unrelated
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == []
+        services.set_record(app, "contact", "old", {"lifecycle_stage": "customer"})
+        services.set_record(app, "contact", "old", {"lifecycle_stage": "lead"})
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("old", "running", None)]
+
+
+@pytest.mark.parametrize(
+    ("reenroll", "retrigger"),
+    [
+        ({"properties": ["lifecycle_stage"]}, "property"),
+        ({"events": ["form_submitted"]}, "event"),
+        ({"lists": ["webinar"]}, "list"),
+    ],
+)
+async def test_a_reenroll_trigger_enrolls_again_once_the_first_enrollment_ended(
+    app, env, new_worker, publish, dispatcher, reenroll, retrigger
+):
+    await publish(nurture(enrollment={"reenroll": reenroll}))
+    async with new_worker():
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "email": "a@x.io"})
+        await dispatcher.dispatch_pending()
+        # While enrolled, a trigger does not enroll a second time.
+        fire = {
+            "property": lambda: (
+                services.set_record(app, "contact", "ann", {"lifecycle_stage": "mql"}),
+                services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead"}),
+            ),
+            "event": lambda: services.track_event(app, "contact", "ann", "form_submitted", {}),
+            "list": lambda: (
+                services.change_list(app, "webinar", ["ann"], object_type="contact", add=False),
+                services.change_list(app, "webinar", ["ann"], object_type="contact", add=True),
+            ),
+        }[retrigger]
+        fire()
+        await dispatcher.dispatch_pending()
+        assert [s for _, s, _ in statuses(app)] == ["running"]
+        await settle(env, app)
+        fire()
+        await dispatcher.dispatch_pending()
+        assert [s for _, s, _ in statuses(app)] == ["completed", "running"]
+        # A trigger while the criteria do not match enrolls nobody.
+        await settle(env, app)
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "customer"})
+        if retrigger != "property":
+            fire()
+        await dispatcher.dispatch_pending()
+    assert [s for _, s, _ in statuses(app)] == ["completed", "completed"]
+
+
+async def test_goal_met_before_enrolling_keeps_the_record_out(
+    app, env, new_worker, publish, dispatcher
+):
+    goal = {"criteria": {"property": "lifecycle_stage", "op": "eq", "value": "customer"}}
+    criteria = {"property": "score", "op": "gte", "value": 10}
+    await publish(nurture(enrollment={"criteria": criteria}, goal=goal))
+    async with new_worker():
+        services.set_record(app, "contact", "won", {"lifecycle_stage": "customer", "score": 50})
+        services.set_record(app, "contact", "new", {"lifecycle_stage": "lead", "score": 50})
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("new", "running", None)]
+        # The goal met during the delay ends the enrollment at once.
+        await until_waiting(app, "new")
+        services.set_record(app, "contact", "new", {"lifecycle_stage": "customer"})
+        await dispatcher.dispatch_pending()
+        await settle(env, app)
+    assert statuses(app) == [("new", "goal_met", "goal met")]
+    steps = services.list_enrollments(app, "nurture")[0]["steps"]
+    assert steps[-1]["action_id"] == "wait" and steps[-1]["outcome"] == "interrupted: goal_met"
+
+
+async def test_unenroll_when_and_criteria_unmet(app, env, new_worker, publish, dispatcher):
+    unsubscribed = {"property": "unsubscribed", "op": "eq", "value": True}
+    await publish(nurture(settings={"unenroll_when": unsubscribed}))
+    second = nurture(key="strict", settings={"unenroll_when_criteria_unmet": True})
+    await publish(second)
+    async with new_worker():
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "email": "a@x.io"})
+        await dispatcher.dispatch_pending()
+        await until_waiting(app, "ann")
+        await until_waiting(app, "ann", key="strict")
+        services.set_record(app, "contact", "ann", {"unsubscribed": True})
+        await dispatcher.dispatch_pending()
+        # Signals act at once, in the middle of the delay: no time needs to pass.
+        await wait_for(lambda: statuses(app)[0][1] == "unenrolled")
+        assert statuses(app) == [("ann", "unenrolled", "unenroll_when matched")]
+        assert statuses(app, "strict") == [("ann", "running", None)]
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "customer"})
+        await dispatcher.dispatch_pending()
+        await wait_for(lambda: statuses(app, "strict")[0][1] == "unenrolled")
+    assert statuses(app, "strict") == [("ann", "unenrolled", "enrollment criteria no longer met")]
+
+
+async def test_suppression_lists_block_enrollment_and_unenroll_on_joining(
+    app, env, new_worker, publish, dispatcher
+):
+    definition = nurture(settings={"suppression_lists": ["do-not-contact"]})
+    definition["enrollment"] = {"trigger": "criteria", "criteria": LEAD}
+    await publish(definition)
+    services.set_record(app, "contact", "sue", {"email": "s@x.io"})
+    services.change_list(app, "do-not-contact", ["sue"], object_type="contact", add=True)
+    async with new_worker():
+        services.set_record(app, "contact", "sue", {"lifecycle_stage": "lead"})
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "email": "a@x.io"})
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("ann", "running", None)]
+        # Manual enrollment refuses a suppressed record too.
+        [refused] = await services.enroll(app, "nurture", ["sue"])
+        assert not refused.ok and "suppressed" in refused.message
+        await until_waiting(app, "ann")
+        services.change_list(app, "do-not-contact", ["ann"], object_type="contact", add=True)
+        await dispatcher.dispatch_pending()
+        await settle(env, app)
+    assert statuses(app) == [("ann", "unenrolled", "joined suppression list do-not-contact")]
+
+
+async def test_deleting_a_record_unenrolls_it_everywhere(app, env, new_worker, publish, dispatcher):
+    await publish(nurture())
+    manual = nurture(key="manual", enrollment={"trigger": "manual"})
+    del manual["enrollment"]["criteria"]
+    await publish(manual)
+    async with new_worker():
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "email": "a@x.io"})
+        await dispatcher.dispatch_pending()
+        await services.enroll(app, "manual", ["ann"])
+        await until_waiting(app, "ann")
+        await until_waiting(app, "ann", key="manual")
+        services.delete_record(app, "contact", "ann")
+        await dispatcher.dispatch_pending()
+        await settle(env, app)
+        await settle(env, app, "manual")
+    assert statuses(app) == [("ann", "unenrolled", "record deleted")]
+    assert statuses(app, "manual") == [("ann", "unenrolled", "record deleted")]
+
+
+async def test_unenroll_from_other_workflows_on_enrolling(
+    app, env, new_worker, publish, dispatcher
+):
+    await publish(
+        nurture(key="cold", enrollment={"criteria": {"property": "score", "op": "lt", "value": 10}})
+    )
+    await publish(nurture(key="hot", settings={"unenroll_from": ["cold"]}))
+    async with new_worker():
+        services.set_record(app, "contact", "ann", {"score": 1, "email": "a@x.io"})
+        await dispatcher.dispatch_pending()
+        await until_waiting(app, "ann", key="cold")
+        services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead"})
+        await dispatcher.dispatch_pending()
+        await settle(env, app, "cold")
+        assert statuses(app, "cold") == [("ann", "unenrolled", "enrolled in 'hot'")]
+        assert statuses(app, "hot") == [("ann", "running", None)]
+
+
+async def test_a_change_made_by_a_workflow_action_triggers_another_workflow(
+    app, env, new_worker, publish, dispatcher
+):
+    qualify = {
+        "key": "qualify",
+        "name": "Qualify",
+        "enrollment": {"trigger": "manual"},
+        "actions": [
+            {"id": "mark", "type": "set_property", "property": "lifecycle_stage", "value": "lead"}
+        ],
+    }
+    await publish(qualify)
+    await publish(nurture())
+    services.set_record(app, "contact", "ann", {"email": "a@x.io"})
+    async with new_worker():
+        await services.enroll(app, "qualify", ["ann"])
+        await settle(env, app, "qualify")
+        await dispatcher.dispatch_pending()
+        assert statuses(app) == [("ann", "running", None)]
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("point", ["decided", "before_start", "enrolled"])
+async def test_a_dispatcher_killed_between_commit_and_dispatch_loses_and_doubles_nothing(
+    app, env, new_worker, publish, dispatcher, point
+):
+    """The change is committed; the dispatcher dies (before acting, after creating the
+    enrollment row but before starting its workflow, or after starting it but before marking
+    the change); a new dispatcher picks the change up again: exactly one enrollment runs."""
+    await publish(nurture())
+    services.set_record(app, "contact", "ann", {"lifecycle_stage": "lead", "email": "a@x.io"})
+    services.set_record(app, "contact", "bob", {"lifecycle_stage": "lead", "email": "b@x.io"})
+
+    def crash(at: str, change: Change) -> None:
+        if at == point and change.record_id == "ann":
+            raise Crash(at)
+
+    dispatcher.crash_point = crash
+    if point == "before_start":
+        real_start = env.client.start_workflow
+        calls = {"n": 0}
+
+        async def start_then_die(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise Crash("the process died after the enrollment row was committed")
+            return await real_start(*args, **kwargs)
+
+        dispatcher.starter.client = type(
+            "C",
+            (),
+            {
+                "start_workflow": staticmethod(start_then_die),
+                "get_workflow_handle": env.client.get_workflow_handle,
+            },
+        )()  # noqa: E501
+    async with new_worker():
+        with pytest.raises(Crash):
+            await dispatcher.dispatch_pending()
+        assert pending(app) == 2  # nothing marked: both changes will be dispatched again
+        fresh = Dispatcher(app.sessions, env.client, task_queue=app.settings.task_queue)
+        await fresh.dispatch_pending()
+        await fresh.dispatch_pending()
+        assert pending(app) == 0
+        await settle(env, app)
+    assert sorted(statuses(app)) == [("ann", "completed", None), ("bob", "completed", None)]
+    assert len(services.outbox(app)) == 2
