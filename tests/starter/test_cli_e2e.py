@@ -429,6 +429,26 @@ def test_up_runs_everything_and_stops_cleanly(
         done = cli.wait_for_status(key, "ann", "completed")
         assert step_ids(done) == ["qualify", "check", "welcome", "wait", "task"]
 
+        # Automatic enrollment: `up` runs the dispatcher; setting a property enrolls the record.
+        automatic = onboarding(unique_key("auto"), delay="1s")
+        plan_pro = {"property": "plan", "op": "eq", "value": "pro"}
+        automatic["enrollment"] = {"trigger": "criteria", "criteria": plan_pro}
+        auto_key = publish_and_activate(cli, write_definition, automatic)
+        add_contact(cli, "bob", "Bob")
+        cli("records", "set", "bob", "plan=pro")
+
+        def completed() -> dict[str, Any] | None:
+            found = cli.json("enrollments", auto_key, "--record", "bob")
+            return found[-1] if found and found[-1]["status"] == "completed" else None
+
+        assert step_ids(eventually(completed, what="bob enrolled automatically")) == [
+            "qualify",
+            "check",
+            "welcome",
+            "wait",
+            "task",
+        ]
+
         output = stop(process, signal.SIGINT, log)
     finally:
         if process.poll() is None:
