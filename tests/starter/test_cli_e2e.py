@@ -138,7 +138,9 @@ def test_enrollment_runs_to_completion(
     assert abs(due - timedelta(days=1)) < timedelta(minutes=1)
     assert "Call Ann" in cli("tasks").stdout
 
-    assert cli.json("history", key, "--record", "ann") == [done]
+    history = cli.json("history", key, "--record", "ann")
+    assert history["enrollments"] == [done]
+    assert history["explanation"]["state"] == "manual"
     timeline = cli("history", key, "--record", "ann").stdout
     assert f"{key} v1 · contact ann · completed" in timeline
     positions = [timeline.index(f" {action} ") for action in step_ids(done)]

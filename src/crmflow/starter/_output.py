@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.padding import Padding
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -29,6 +30,17 @@ def out() -> Console:
 
 def err() -> Console:
     return Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_bar() -> Progress:
+    """A progress bar on stderr: stdout stays clean for the result."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err(),
+    )
 
 
 def print_json(data: Any) -> None:
@@ -141,11 +153,10 @@ def print_enrollments(enrollments: list[dict[str, Any]]) -> None:
     )
 
 
-def print_history(enrollments: list[dict[str, Any]]) -> None:
+def print_history(found: dict[str, Any]) -> None:
+    """Each enrollment's timeline, then why the record is (not) enrolled now."""
     console = out()
-    for index, e in enumerate(enrollments):
-        if index:
-            console.print()
+    for e in found["enrollments"]:
         status = e["status"] + (f": {e['reason']}" if e["reason"] else "")
         console.print(
             f"{e['workflow']} v{e['version']} · {e['object_type']} {e['record_id']} · {status}",
@@ -160,6 +171,53 @@ def print_history(enrollments: list[dict[str, Any]]) -> None:
             console.print(Padding(steps, (0, 0, 0, 2), expand=False))
         else:
             console.print("  no step yet")
+        console.print()
+    if not found["enrollments"]:
+        console.print(
+            f"{found['object_type']} {found['record_id']}: never enrolled in {found['workflow']}"
+        )
+    explanation = found["explanation"]
+    console.print(f"now: {explanation['message']}")
+    for line in explanation["details"]:
+        console.print(f"  {line}")
+
+
+REVIEW_COUNTS = (
+    ("would_enroll", "would enroll now"),
+    ("suppressed", "in a suppression list"),
+    ("goal_met", "meet the goal already"),
+    ("enrolled_now", "enrolled now"),
+    ("enrolled_before", "enrolled before (a record enrolls once)"),
+)
+
+
+def print_review(found: dict[str, Any]) -> None:
+    console = out()
+    active = "active" if found["active"] else "inactive"
+    console.print(f"{found['workflow']} v{found['version']} ({found['trigger']}, {active})")
+    if found["matching"] is not None:
+        console.print(f"  {found['matching']} record(s) match the criteria now:")
+        for name, label in REVIEW_COUNTS:
+            if found[name] is not None and (found[name] or name == "would_enroll"):
+                console.print(f"    {found[name]:>8}  {label}")
+    console.print(found["message"])
+    if "saved_list" in found:
+        saved = found["saved_list"]
+        console.print(f"saved as list {saved['name']} ({saved['added']} added)")
+    for record_id in found.get("records") or []:
+        console.print(record_id)
+
+
+def existing_summary(existing: dict[str, Any]) -> str:
+    """The final line of enrolling existing records."""
+    reasons = ", ".join(
+        f"{n} {name.replace('_', ' ')}" for name, n in existing["skipped_because"].items() if n
+    )
+    return (
+        f"existing records: {existing['matching']} matching, {existing['enrolled']} enrolled, "
+        f"{existing['skipped']} skipped{f' ({reasons})' if reasons else ''}, "
+        f"{existing['failed']} failed"
+    )
 
 
 def print_outbox(messages: list[dict[str, Any]]) -> None:

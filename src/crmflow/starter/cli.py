@@ -19,7 +19,14 @@ from types import TracebackType
 from typing import Any, NoReturn, get_args
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -30,7 +37,7 @@ from crmflow.store import StoreError
 from crmflow.store._engine import ensure_postgres_database
 
 from . import _output as output
-from . import services
+from . import _review, services
 from . import up as long_running
 from ._app import App, Settings
 from .devserver import DevServerError
@@ -297,11 +304,60 @@ def show(key: str, version: int | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("key")
-def activate(key: str) -> None:
+@click.option("--list", "list_records", is_flag=True, help="Print the ids of the matching records.")
+@click.option("--save-list", metavar="NAME", help="Save the matching records as a static list.")
+@json_option
+def review(key: str, list_records: bool, save_list: str | None, as_json: bool) -> None:
+    """How many records match the criteria now, and what activation would do."""
+    found = _review.review(app(), key, list_records=list_records, save_list=save_list).as_json()
+    if as_json:
+        output.print_json(found)
+    else:
+        output.print_review(found)
+
+
+@cli.command()
+@click.argument("key")
+@click.option(
+    "--enroll-existing",
+    is_flag=True,
+    help="Also enroll the records that match the criteria now (criteria workflows).",
+)
+@json_option
+def activate(key: str, enroll_existing: bool, as_json: bool) -> None:
     """Start enrolling in a workflow; resume its paused enrollments."""
-    result = asyncio.run(services.activate(app(), key))
-    resumed = f"; {result.resumed} paused enrollment(s) resumed" if result.resumed else ""
-    click.echo(f"{key} is active{resumed}")
+    progress = output.progress_bar()
+    bar: list[TaskID] = []  # started only when there are existing records to enroll
+
+    def advance(done: int, total: int) -> None:
+        if not bar:
+            progress.start()
+            bar.append(progress.add_task("enrolling existing records", total=total))
+        progress.update(bar[0], completed=done, total=total)
+
+    try:
+        result = asyncio.run(
+            services.activate(app(), key, enroll_existing=enroll_existing, on_progress=advance)
+        )
+    finally:
+        if bar:
+            progress.stop()
+    existing = result.existing.as_json() if result.existing else None
+    if as_json:
+        output.print_json(
+            {"key": key, "active": True, "resumed": result.resumed, "existing": existing}
+        )
+    else:
+        resumed = f"; {result.resumed} paused enrollment(s) resumed" if result.resumed else ""
+        click.echo(f"{key} is active{resumed}")
+        if existing is not None:
+            click.echo(output.existing_summary(existing))
+    if existing is not None and existing["failed"]:
+        for failure in existing["failures"][:5]:
+            click.echo(
+                f"crmflow: {failure['record_id']}: not enrolled: {failure['message']}", err=True
+            )
+        fail(1)
 
 
 @cli.command()
@@ -532,7 +588,7 @@ def enrollments(key: str, record_id: str | None, status: str | None, as_json: bo
 @click.option("--record", "record_id", metavar="ID", required=True)
 @json_option
 def history(key: str, record_id: str, as_json: bool) -> None:
-    """One record's enrollments in a workflow: each step, when, and its outcome."""
+    """One record in a workflow: each enrollment's steps, and why it is (not) enrolled now."""
     found = services.history(app(), key, record_id)
     if as_json:
         output.print_json(found)

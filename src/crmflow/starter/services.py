@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
@@ -44,6 +44,9 @@ from crmflow.triggers import EnrollmentStarter, EnrollOutcome
 from crmflow.worker import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
 
 from ._app import App
+
+if TYPE_CHECKING:
+    from ._review import ExistingEnrollment, Progress
 
 
 class UserError(Exception):
@@ -238,29 +241,53 @@ class ActivationResult:
     resumed: int = 0
     paused: int = 0
     unenrolled: int = 0
+    existing: ExistingEnrollment | None = None  # with enroll_existing
 
 
-async def activate(app: App, key: str) -> ActivationResult:
-    definition, _ = load_version(app, key)
+async def activate(
+    app: App, key: str, *, enroll_existing: bool = False, on_progress: Progress | None = None
+) -> ActivationResult:
+    """Activate (or keep active), resume paused enrollments; with `enroll_existing` (or the
+    definition's `enrollment.enroll_existing`) also enroll the records that match now."""
+    from ._review import enroll_existing as enroll_matching  # _review builds on this module
+
+    definition, version = load_version(app, key)
     unsupported = unsupported_features(definition)
     if unsupported:
         raise UserError(
             f"workflow '{key}' uses what this version cannot run yet: {'; '.join(unsupported)}"
         )
+    trigger = definition.enrollment.trigger
+    enroll_existing = enroll_existing or definition.enrollment.enroll_existing
+    if enroll_existing and trigger != "criteria":
+        raise UserError(
+            f"--enroll-existing is for criteria workflows; '{key}' is {trigger}: "
+            f"enroll records with `crmflow enroll {key} ID...`"
+        )
     with app.sessions() as session:
-        if EnrollmentRepository(session).find(key, statuses=["paused"], limit=1):
+        if enroll_existing or EnrollmentRepository(session).find(key, statuses=["paused"], limit=1):
             # Reach Temporal before changing anything, so a failure changes nothing.
             await app.client()
     with app.sessions.begin() as session:
-        workflow = WorkflowRepository(session).set_active(key, True, now=utcnow())
-        # Automatic enrollment reacts to the changes from now on; records that match already
-        # enroll only with enroll_existing.
-        workflow.activated_change_id = ChangeRepository(session).last_id()
+        workflows = WorkflowRepository(session)
+        if not workflows.require(key, for_update=True).active:
+            workflow = workflows.set_active(key, True, now=utcnow())
+            # Automatic enrollment reacts to the changes from now on; records that match
+            # already enroll only with enroll_existing. Activating an active workflow keeps
+            # this point: moving it on would drop the changes still waiting for the dispatcher.
+            workflow.activated_change_id = ChangeRepository(session).last_id()
         resumed = EnrollmentRepository(session).set_status_for_workflow(
             key, from_status="paused", to_status="running"
         )
     await _signal(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
-    return ActivationResult(key, True, resumed=len(resumed))
+    # Only now, with the workflow active: a record that comes to match from here on is
+    # enrolled by the dispatcher or below, and the store refuses the second of the two.
+    existing = (
+        await enroll_matching(app, definition, version, on_progress=on_progress)
+        if enroll_existing
+        else None
+    )
+    return ActivationResult(key, True, resumed=len(resumed), existing=existing)
 
 
 async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> ActivationResult:
@@ -589,12 +616,19 @@ def list_enrollments(
         return [enrollment_view(e, steps[e.id]) for e in found]
 
 
-def history(app: App, key: str, record_id: str) -> list[dict[str, Any]]:
-    """Every enrollment of one record in one workflow, oldest first, with its timeline."""
-    found = list_enrollments(app, key, record_id=record_id)
-    if not found:
-        raise OperationFailed(f"'{record_id}' was never enrolled in '{key}'")
-    return found
+def history(app: App, key: str, record_id: str) -> dict[str, Any]:
+    """One record in one workflow: why it is (not) enrolled now, and every enrollment it had,
+    oldest first, with its timeline."""
+    from ._review import explain_record  # _review builds on this module
+
+    object_type, explanation = explain_record(app, key, record_id)
+    return {
+        "workflow": key,
+        "record_id": record_id,
+        "object_type": object_type,
+        "explanation": explanation.as_json(),
+        "enrollments": list_enrollments(app, key, record_id=record_id),
+    }
 
 
 def outbox(app: App) -> list[dict[str, Any]]:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ._records import StoreError
-from ._tables import ACTIVE_STATUSES, Enrollment, EnrollmentStep
+from ._tables import ACTIVE_STATUSES, Enrollment, EnrollmentStep, Record
 
 ENDED_STATUSES = ("completed", "goal_met", "unenrolled", "failed")
 
@@ -157,6 +157,19 @@ class EnrollmentRepository:
                 .distinct()
             )
         )
+
+    @staticmethod
+    def enrolled_clause(key: str, *, statuses: Sequence[str] | None = None) -> ColumnElement[bool]:
+        """Holds, in a query over `records`, for a record enrolled in `key` with one of these
+        statuses (any status: ever enrolled)."""
+        where = [
+            Enrollment.workflow_key == key,
+            Enrollment.object_type == Record.object_type,
+            Enrollment.record_id == Record.id,
+        ]
+        if statuses:
+            where.append(Enrollment.status.in_(list(statuses)))
+        return exists().where(*where)
 
     def ever_enrolled(self, key: str, object_type: str, record_id: str) -> bool:
         return (

@@ -3,18 +3,18 @@ owns the transaction (so an effect and its step record land together, or not at 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import ColumnElement, CursorResult, Select, case, delete, func, literal, select
 from sqlalchemy.orm import Session
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
 
 from . import _changes as feed
 from ._changes import ChangeRepository, changed_properties
-from ._tables import Event, ListMembership, Record, RecordList
+from ._tables import Event, ListMembership, Record, RecordChange, RecordList
 
 
 class StoreError(Exception):
@@ -155,6 +155,48 @@ class RecordRepository:
                 updated += 1
         self.session.flush()
         return created, updated
+
+    def matching_ids(
+        self, matching: Select[Any], *, after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Ids a `select(Record.id)` query selects, in id order; with `after` and `limit`, one
+        page of them: keyset paging stays correct while records are added or changed."""
+        if after is not None:
+            matching = matching.where(Record.id > after)
+        return list(self.session.scalars(matching.order_by(None).order_by(Record.id).limit(limit)))
+
+    def tally(
+        self,
+        object_type: str,
+        where: ColumnElement[bool],
+        buckets: Sequence[tuple[str, ColumnElement[bool]]],
+        *,
+        otherwise: str,
+    ) -> dict[str, int]:
+        """How many records of `object_type` satisfy `where`, counted under the first bucket
+        each one falls in (`otherwise` when none): one scan, whatever the number of buckets."""
+        names = [name for name, _ in buckets] + [otherwise]
+        # Buckets are numbered in SQL: integer results type the same way on every database.
+        whens = [(clause, n) for n, (_, clause) in enumerate(buckets)]
+        index = case(*whens, else_=len(buckets)) if whens else literal(0)
+        found = (
+            select(index.label("bucket")).where(Record.object_type == object_type, where).subquery()
+        )
+        counts = dict.fromkeys(names, 0)
+        for bucket, n in self.session.execute(
+            select(found.c.bucket, func.count()).group_by(found.c.bucket)
+        ):
+            counts[names[bucket]] = int(n)
+        return counts
+
+    def last_change(self, object_type: str, record_id: str) -> RecordChange | None:
+        """The record's latest entry in the change feed, if any."""
+        return self.session.scalars(
+            select(RecordChange)
+            .where(RecordChange.object_type == object_type, RecordChange.record_id == record_id)
+            .order_by(RecordChange.id.desc())
+            .limit(1)
+        ).one_or_none()
 
 
 class ListRepository:

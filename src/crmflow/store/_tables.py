@@ -263,6 +263,7 @@ class RecordChange(Base):
             sqlite_where=text("dispatched_at IS NULL"),
             postgresql_where=text("dispatched_at IS NULL"),
         ),
+        Index("ix_record_changes_record", "object_type", "record_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

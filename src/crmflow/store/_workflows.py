@@ -126,13 +126,10 @@ class WorkflowRepository:
 
     def generation(self) -> tuple[object, ...]:
         """A value that changes whenever a publish, activation or deactivation happens."""
+        versions = select(func.count()).select_from(WorkflowVersion).scalar_subquery()
         return tuple(
             self.session.execute(
-                select(
-                    func.count(WorkflowVersion.version),
-                    func.max(Workflow.activated_at),
-                    func.max(Workflow.deactivated_at),
-                ).select_from(WorkflowVersion)
+                select(versions, func.max(Workflow.activated_at), func.max(Workflow.deactivated_at))
             ).one()
         )
 

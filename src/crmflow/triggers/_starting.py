@@ -142,9 +142,22 @@ class EnrollmentStarter:
         except WorkflowAlreadyStartedError:
             # A redo of a dispatch that crashed after starting: the run is there, keep it.
             if not redo:
+                self._failed(enrollment.id, "its workflow id is already taken")
                 raise
+        except Exception as exc:
+            # A dispatched change is retried (its row is reused); any other enrollment would
+            # otherwise look running forever with no workflow behind it.
+            if trigger_change_id is None:
+                self._failed(enrollment.id, f"could not start: {exc}")
+            raise
         await self.unenroll([e.temporal_workflow_id for e in others], f"enrolled in '{key}'")
         return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
+
+    def _failed(self, enrollment_id: int, reason: str) -> None:
+        with self.sessions.begin() as session:
+            EnrollmentRepository(session).set_status(
+                enrollment_id, "failed", reason=reason, ended_at=datetime.now(UTC)
+            )
 
     async def signal_all(
         self, workflow_ids: Iterable[str], send: Callable[[WorkflowHandle[Any, Any]], Any]

@@ -62,6 +62,9 @@ def upgrade() -> None:
             sqlite_where=sa.text("dispatched_at IS NULL"),
             postgresql_where=sa.text("dispatched_at IS NULL"),
         )
+        batch_op.create_index(
+            "ix_record_changes_record", ["object_type", "record_id"], unique=False
+        )
 
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.add_column(
@@ -102,6 +105,7 @@ def downgrade() -> None:
         batch_op.drop_column("trigger_change_id")
 
     with op.batch_alter_table("record_changes", schema=None) as batch_op:
+        batch_op.drop_index("ix_record_changes_record")
         batch_op.drop_index(
             "ix_record_changes_pending",
             sqlite_where=sa.text("dispatched_at IS NULL"),
