@@ -6,7 +6,6 @@ this module only reads them back, in SQL for many records and in Python for one.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -39,12 +38,10 @@ from crmflow.store import (
     WorkflowRepository,
     load_snapshot,
 )
+from crmflow.triggers import Outcome, enroll_selected
 
 from ._app import App
 from .services import UserError, load_version, starter, utcnow
-
-PAGE_SIZE = 500  # record ids read per query while enrolling existing records
-CONCURRENCY = 32  # enrollments started at once
 
 # ---------------------------------------------------------------- counting who would enroll
 
@@ -258,36 +255,32 @@ async def enroll_existing(
         now=now,
         dialect_name=dialect_name,
     ).where(not_(EnrollmentRepository.enrolled_clause(key)))
-    enrolling = await starter(app)
-    gate = asyncio.Semaphore(CONCURRENCY)
     done, total = 0, counts.would_enroll
 
-    async def enroll(record_id: str) -> None:
+    def record(record_id: str, outcome: Outcome) -> None:
         nonlocal done
-        async with gate:
-            try:
-                outcome = await enrolling.start(definition, version, record_id, source="existing")
-            except Exception as exc:  # one record's failure must not stop the others
-                result.failures.append((record_id, f"{type(exc).__name__}: {exc}"))
-            else:
-                if outcome.ok:
-                    result.enrolled += 1
-                else:
-                    result.skipped["refused"] = result.skipped.get("refused", 0) + 1
+        if isinstance(outcome, Exception):
+            result.failures.append((record_id, f"{type(outcome).__name__}: {outcome}"))
+        elif outcome.ok:
+            result.enrolled += 1
+        else:
+            result.skipped["refused"] = result.skipped.get("refused", 0) + 1
         done += 1
         if on_progress:
             on_progress(done, max(total, done))
 
     if on_progress:
         on_progress(0, total)
-    after: str | None = None
-    while True:
-        with app.sessions() as session:
-            page = RecordRepository(session).matching_ids(candidates, after=after, limit=PAGE_SIZE)
-        if not page:
-            return result
-        await asyncio.gather(*(enroll(record_id) for record_id in page))
-        after = page[-1]
+    await enroll_selected(
+        app.sessions,
+        await starter(app),
+        definition,
+        version,
+        candidates,
+        source="existing",
+        on_outcome=record,
+    )
+    return result
 
 
 # ---------------------------------------------------------------- why (not)

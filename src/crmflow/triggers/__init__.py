@@ -2,6 +2,7 @@
 
 from ._decide import Change, Decision, Enroll, Leave, Trigger, decide
 from ._dispatcher import Dispatcher, load_index
+from ._fanout import Outcome, enroll_selected
 from ._index import TriggerIndex
 from ._starting import EnrollmentStarter, EnrollOutcome, enrollment_search_attributes, refusal
 
@@ -13,9 +14,11 @@ __all__ = [
     "EnrollOutcome",
     "EnrollmentStarter",
     "Leave",
+    "Outcome",
     "Trigger",
     "TriggerIndex",
     "decide",
+    "enroll_selected",
     "enrollment_search_attributes",
     "load_index",
     "refusal",
