@@ -88,3 +88,21 @@ class ActionResult(_Model):
     failed: bool = False
     next: str | None = Field(default=None, description="Chosen target, for branching actions")
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduledRunInput(_Model):
+    """One run of a scheduled workflow; the latest version is read when the run starts, so a
+    publish takes effect for the very next run."""
+
+    workflow_key: str
+    trigger: Literal["schedule", "manual"] = "schedule"
+
+
+class ScheduledRunResult(_Model):
+    workflow_key: str
+    version: int | None = None
+    matched: int = 0
+    enrolled: int = 0
+    skipped: int = 0
+    failed: int = 0
+    note: str | None = None

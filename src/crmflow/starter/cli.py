@@ -37,7 +37,7 @@ from crmflow.store import StoreError
 from crmflow.store._engine import ensure_postgres_database
 
 from . import _output as output
-from . import _review, services
+from . import _review, _schedules, services
 from . import up as long_running
 from ._app import App, Settings
 from .devserver import DevServerError
@@ -270,7 +270,7 @@ def schema() -> None:
 @json_option
 def publish(files: Sequence[Path], as_json: bool) -> None:
     """Validate definitions and store each as a new version (all of them, or none)."""
-    published = services.publish_files(app(), files)
+    published = asyncio.run(services.publish(app(), files))
     if as_json:
         output.print_json([{"key": p.key, "version": p.version, "path": p.path} for p in published])
         return
@@ -300,6 +300,55 @@ def show(key: str, version: int | None, as_json: bool) -> None:
         output.print_json(found)
     else:
         output.print_workflow(found)
+
+
+@cli.command()
+@click.argument("key")
+@click.option(
+    "--next",
+    "count",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="How many next run times to print.",
+)
+@click.option("--run-now", is_flag=True, help="Start one run at once and print its result.")
+@json_option
+def schedule(key: str, count: int, run_now: bool, as_json: bool) -> None:
+    """Next run times of a scheduled workflow (in its time zone); --run-now runs it now."""
+    if run_now:
+        result = asyncio.run(_schedules.run_now(app(), key))
+        if result is None:
+            raise services.OperationFailed(
+                f"the run of '{key}' is still going: see `crmflow schedule {key}` later"
+            )
+        found: Any = result.model_dump(exclude_none=True)
+        if as_json:
+            output.print_json(found)
+        else:
+            click.echo(
+                f"{key}: run done: {result.matched} matched, {result.enrolled} enrolled, "
+                f"{result.skipped} skipped, {result.failed} failed"
+                + (f" ({result.note})" if result.note else "")
+            )
+        if result.failed:
+            raise SystemExit(1)
+        return
+    times = [t.isoformat() for t in _schedules.next_runs(app(), key, count)]
+    if as_json:
+        output.print_json(times)
+        return
+    for line in times:
+        click.echo(line)
+    runs = _schedules.recent_runs(app(), key)
+    if runs:
+        click.echo("recent runs:")
+        for run in runs:
+            click.echo(
+                f"  {run['started_at']}  {run['trigger']:8s} {run['status']:9s} "
+                f"{run['matched']} matched, {run['enrolled']} enrolled, "
+                f"{run['skipped']} skipped, {run['failed']} failed"
+            )
 
 
 @cli.command()

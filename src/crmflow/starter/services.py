@@ -129,6 +129,22 @@ def publish_files(app: App, paths: Sequence[Path]) -> list[Published]:
     return published
 
 
+async def publish(app: App, paths: Sequence[Path]) -> list[Published]:
+    """Publish, then bring the Temporal Schedule of each active workflow in line with its new
+    version at once (the very next run uses it)."""
+    from ._schedules import sync_schedule  # _schedules builds on this module
+
+    with app.sessions() as session:
+        workflows = WorkflowRepository(session)
+        before = {w.key: v.trigger for w, v in workflows.all() if w.active}
+    published = publish_files(app, paths)
+    for p in published:
+        definition, _ = load_version(app, p.key)
+        if p.key in before and "schedule" in (before[p.key], definition.enrollment.trigger):
+            await sync_schedule(app, p.key, active=True)
+    return published
+
+
 def load_version(app: App, key: str, version: int | None = None) -> tuple[WorkflowDefinition, int]:
     with app.sessions() as session:
         try:
@@ -142,8 +158,6 @@ def unsupported_features(definition: WorkflowDefinition) -> list[str]:
     """What this build cannot execute yet. Activation refuses such a definition rather than
     running it wrongly (a window ignored, a schedule never run)."""
     found = []
-    if definition.enrollment.trigger == "schedule":
-        found.append("enrollment trigger 'schedule'")
     for action in definition.actions:
         if action.type not in EXECUTABLE_ACTION_TYPES:
             found.append(f"action '{action.id}' of type {action.type}")
@@ -249,7 +263,9 @@ async def activate(
 ) -> ActivationResult:
     """Activate (or keep active), resume paused enrollments; with `enroll_existing` (or the
     definition's `enrollment.enroll_existing`) also enroll the records that match now."""
-    from ._review import enroll_existing as enroll_matching  # _review builds on this module
+    # _review and _schedules build on this module
+    from ._review import enroll_existing as enroll_matching
+    from ._schedules import sync_schedule
 
     definition, version = load_version(app, key)
     unsupported = unsupported_features(definition)
@@ -265,7 +281,8 @@ async def activate(
             f"enroll records with `crmflow enroll {key} ID...`"
         )
     with app.sessions() as session:
-        if enroll_existing or EnrollmentRepository(session).find(key, statuses=["paused"], limit=1):
+        paused = EnrollmentRepository(session).find(key, statuses=["paused"], limit=1)
+        if enroll_existing or paused or trigger == "schedule":
             # Reach Temporal before changing anything, so a failure changes nothing.
             await app.client()
     with app.sessions.begin() as session:
@@ -280,6 +297,8 @@ async def activate(
             key, from_status="paused", to_status="running"
         )
     await _signal(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
+    if trigger == "schedule":
+        await sync_schedule(app, key, active=True)
     # Only now, with the workflow active: a record that comes to match from here on is
     # enrolled by the dispatcher or below, and the store refuses the second of the two.
     existing = (
@@ -291,10 +310,13 @@ async def activate(
 
 
 async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> ActivationResult:
+    from ._schedules import sync_schedule  # _schedules builds on this module
+
+    scheduled = load_version(app, key)[0].enrollment.trigger == "schedule"
     with app.sessions() as session:
-        if WorkflowRepository(session).get(key) is None:
-            raise UserError(f"no workflow '{key}'")
-        if EnrollmentRepository(session).find(key, statuses=list(ACTIVE_STATUSES), limit=1):
+        if scheduled or EnrollmentRepository(session).find(
+            key, statuses=list(ACTIVE_STATUSES), limit=1
+        ):
             await app.client()
     with app.sessions.begin() as session:
         WorkflowRepository(session).set_active(key, False, now=utcnow())
@@ -305,6 +327,8 @@ async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> Activ
             targets = enrollments.set_status_for_workflow(
                 key, from_status="running", to_status="paused"
             )
+    if scheduled:
+        await sync_schedule(app, key, active=False)  # paused: no run while inactive
     if unenroll_all:
         signal = UnenrollSignal(reason="workflow deactivated with --unenroll-all")
         done = await _signal(app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
@@ -530,8 +554,8 @@ async def unenroll(
     wait: float = 10.0,
 ) -> list[EnrollOutcome]:
     """Signal each running enrollment; wait (bounded) until the workflow has recorded it."""
+    definition, _ = load_version(app, key)
     with app.sessions() as session:
-        definition, _ = load_version(app, key)
         enrollments = EnrollmentRepository(session)
         targets = {
             record_id: enrollments.active_for(key, definition.object_type, record_id)

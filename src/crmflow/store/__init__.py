@@ -18,6 +18,7 @@ from ._records import (
     load_snapshot,
     merge_properties,
 )
+from ._runs import ScheduledRunRepository
 from ._tables import (
     ACTIVE_STATUSES,
     Base,
@@ -58,6 +59,8 @@ __all__ = [
     "RecordList",
     "RecordNotFound",
     "RecordRepository",
+    "ScheduledRun",
+    "ScheduledRunRepository",
     "StepWrite",
     "StoreError",
     "Task",

@@ -289,3 +289,24 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScheduledRun(Base):
+    """One run of a scheduled workflow: who matched, who was enrolled, who was skipped."""
+
+    __tablename__ = "scheduled_runs"
+    __table_args__ = (Index("ix_scheduled_runs_workflow", "workflow_key", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    workflow_key: Mapped[str] = mapped_column(ForeignKey("workflows.key", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    temporal_workflow_id: Mapped[str] = mapped_column(String(512), unique=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | manual (run-now)
+    status: Mapped[str] = mapped_column(String(16))  # running | completed | failed
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    matched: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -24,8 +24,8 @@ from crmflow.activities.models import (
 from crmflow.conditions import RecordSnapshot, evaluate
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import ENDED_STATUSES, AlreadyEnrolled, EnrollmentRepository, load_snapshot
-from crmflow.worker import EnrollmentWorkflow
 from crmflow.worker import _search_attributes as sa
+from crmflow.worker._enrollment import EnrollmentWorkflow
 
 SIGNAL_CONCURRENCY = 50
 

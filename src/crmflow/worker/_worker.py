@@ -13,8 +13,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
 from crmflow.activities.records import RecordActivities
+from crmflow.activities.schedules import SchedulingActivities
 
 from ._enrollment import EnrollmentWorkflow
+from ._scheduled import ScheduledRunWorkflow
 
 TASK_QUEUE = "crmflow"
 
@@ -28,6 +30,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         "crmflow.worker._policies",
         "crmflow.worker._search_attributes",
         "crmflow.activities",
+        "crmflow.triggers",
+        "crmflow.schedules",
         "crmflow.store",
         "sqlalchemy",
         "crmflow.definitions",
@@ -49,7 +53,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-WORKFLOWS = [EnrollmentWorkflow]
+WORKFLOWS = [EnrollmentWorkflow, ScheduledRunWorkflow]
 
 
 def build_worker(
@@ -64,6 +68,7 @@ def build_worker(
     records = RecordActivities(sessions)
     messages = MessageActivities(sessions)
     enrollments = EnrollmentActivities(sessions)
+    scheduling = SchedulingActivities(sessions, client, task_queue)
     return Worker(
         client,
         task_queue=task_queue,
@@ -75,6 +80,7 @@ def build_worker(
             enrollments.evaluate_branch,
             enrollments.record_step,
             enrollments.finish_enrollment,
+            scheduling.run_schedule,
         ],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
