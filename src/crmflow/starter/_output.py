@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich.console import Console
@@ -71,11 +72,48 @@ def counts(enrollments: dict[str, int]) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(enrollments.items())) or "none"
 
 
+def run_counts(run: dict[str, Any]) -> str:
+    """A scheduled run's result: "2026-11-20 08:00:01 (schedule, completed): 2 matched, …"."""
+    return (
+        f"{when(run['started_at'])} ({run['trigger']}, {run['status']}): "
+        f"{run['matched']} matched, {run['enrolled']} enrolled, "
+        f"{run['skipped']} skipped, {run['failed']} failed"
+    )
+
+
+def run_time(value: str, timezone: str) -> str:
+    """A planned run in the workflow's own zone, as its schedule reads: "Fri 2026-11-27 08:00
+    CET"."""
+    return (
+        datetime.fromisoformat(value)
+        .astimezone(ZoneInfo(timezone))
+        .strftime("%a %Y-%m-%d %H:%M %Z")
+    )
+
+
+def schedule_state(schedule: dict[str, Any], *, active: bool, key: str) -> str:
+    """The Temporal Schedule's state in words, with what to do when it disagrees with the
+    workflow's activation (an activation or deactivation that could not reach Temporal)."""
+    state = schedule["state"]
+    if state == "unknown":
+        return f"schedule state unknown ({schedule['state_error']})"
+    if state == "missing":
+        if active:
+            return f"no Temporal Schedule although active: run `crmflow activate {key}`"
+        return f"no Temporal Schedule yet (created by `crmflow activate {key}`)"
+    if state == "paused" and active:
+        return f"paused in Temporal although active: run `crmflow activate {key}`"
+    if state == "active" and not active:
+        return f"running in Temporal although inactive: run `crmflow deactivate {key}`"
+    return str(state)
+
+
 def print_workflows(workflows: list[dict[str, Any]]) -> None:
     if not workflows:
         out().print("no workflows published yet: `crmflow publish FILE`")
         return
-    out().print(
+    console = out()
+    console.print(
         table(
             ["key", "name", "object", "trigger", "version", "active", "enrollments"],
             (
@@ -92,6 +130,24 @@ def print_workflows(workflows: list[dict[str, Any]]) -> None:
             ),
         )
     )
+    scheduled = [w for w in workflows if w.get("schedule")]
+    if not scheduled:
+        return
+    console.print()
+    rows = []
+    for w in scheduled:
+        schedule = w["schedule"]
+        upcoming = schedule["next_runs"]
+        rows.append(
+            [
+                w["key"],
+                schedule["description"],
+                schedule_state(schedule, active=w["active"], key=w["key"]),
+                run_time(upcoming[0], schedule["timezone"]) if upcoming else None,
+                run_counts(schedule["last_run"]) if schedule["last_run"] else None,
+            ]
+        )
+    console.print(table(["key", "schedule", "state", "next run", "last run"], rows))
 
 
 def print_workflow(found: dict[str, Any]) -> None:
@@ -103,6 +159,16 @@ def print_workflow(found: dict[str, Any]) -> None:
     )
     console.print(f"  published  {when(found['published_at'])} from {found['source_name']}")
     console.print(f"  active     {'yes' if found['active'] else 'no'}")
+    schedule = found.get("schedule")
+    if schedule:
+        state = schedule_state(schedule, active=found["active"], key=found["key"])
+        if schedule["next_runs"]:
+            upcoming = ", ".join(run_time(t, schedule["timezone"]) for t in schedule["next_runs"])
+            state += f"; next runs {upcoming}"
+        last = run_counts(schedule["last_run"]) if schedule["last_run"] else "none yet"
+        console.print(f"  schedule   {schedule['description']}")
+        console.print(f"  state      {state}")
+        console.print(f"  last run   {last}")
     console.print(f"  enrolled   {counts(found['enrollments'])}")
     console.print()
     console.print(found["source"].rstrip("\n"))

@@ -4,8 +4,12 @@ on publish (effective for the very next run), paused on deactivation, unpaused o
 from __future__ import annotations
 
 import asyncio
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
+from zoneinfo import ZoneInfo
 
 from temporalio.client import (
     Client,
@@ -16,12 +20,22 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowFailureError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.activities.models import ScheduledRunInput, ScheduledRunResult
-from crmflow.definitions import WorkflowDefinition
+from crmflow.definitions import (
+    WEEKDAYS,
+    DailySchedule,
+    MonthlySchedule,
+    WeeklySchedule,
+    WorkflowDefinition,
+    YearlySchedule,
+)
+from crmflow.definitions import Schedule as Calendar
 from crmflow.schedules import next_run_times, schedule_spec
 from crmflow.store import ScheduledRunRepository, WorkflowRepository
 from crmflow.worker import _search_attributes as sa
@@ -92,20 +106,125 @@ async def sync_schedule(app: App, key: str, *, active: bool) -> None:
         await client.create_schedule(schedule_id(key), wanted)
 
 
-async def schedule_state(client: Client, key: str) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """What Temporal says of a workflow's Schedule."""
+
+    paused: bool
+    note: str
+    next_runs: list[datetime]  # as Temporal computes them (UTC), also while paused
+    recent_runs: int
+
+
+# A listing must not hang on a Temporal that does not answer: past this, its state is unknown.
+STATE_TIMEOUT = timedelta(seconds=5)
+UNREACHABLE = "Temporal unreachable"
+
+
+async def schedule_state(client: Client, key: str) -> ScheduleStatus | None:
     """The Temporal Schedule's state, or None when there is none (never activated)."""
     try:
-        description = await client.get_schedule_handle(schedule_id(key)).describe()
+        description = await client.get_schedule_handle(schedule_id(key)).describe(
+            rpc_timeout=STATE_TIMEOUT
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-    return {
-        "id": schedule_id(key),
-        "paused": description.schedule.state.paused,
-        "next_runs": [t.isoformat() for t in description.info.next_action_times[:3]],
-        "recent_runs": len(description.info.recent_actions),
-    }
+    return ScheduleStatus(
+        paused=description.schedule.state.paused,
+        note=description.schedule.state.note or "",
+        next_runs=list(description.info.next_action_times),
+        recent_runs=len(description.info.recent_actions),
+    )
+
+
+def describe_schedule(schedule: Calendar, *, timezone: str) -> str:
+    """The schedule in words: "every week on fri at 08:00 Europe/Paris"."""
+    match schedule:
+        case DailySchedule():
+            when = "every day"
+        case WeeklySchedule():
+            when = f"every week on {', '.join(WEEKDAYS[day] for day in schedule.weekdays())}"
+        case MonthlySchedule() if schedule.days_of_month is not None:
+            days = sorted(schedule.days_of_month)
+            when = f"every month on day{'s' if len(days) > 1 else ''} {', '.join(map(str, days))}"
+            if days[-1] > 28:  # SPEC §2.4: never moved to another day
+                when += " (no run in a month without the day)"
+        case MonthlySchedule():
+            when = f"every month on the {str(schedule.on).replace('_', ' ')}"
+        case YearlySchedule():
+            when = f"every year on {calendar.month_abbr[schedule.month].lower()} {schedule.day}"
+            if (schedule.month, schedule.day) == (2, 29):
+                when += " (leap years only)"
+        case _:
+            assert_never(schedule)
+    return f"{when} at {schedule.at:%H:%M} {timezone}"
+
+
+async def _statuses(
+    app: App, keys: Sequence[str]
+) -> tuple[dict[str, ScheduleStatus | None], str | None]:
+    """Each workflow's Temporal Schedule, or why none could be read (the listings that show them
+    work offline: an unreachable Temporal makes the state unknown, it does not fail them)."""
+    try:
+        client = await asyncio.wait_for(app.client(), STATE_TIMEOUT.total_seconds())
+    except (OperationFailed, RuntimeError, TimeoutError):
+        # OperationFailed from the CLI's App, RuntimeError from the SDK's failed connect.
+        return {}, UNREACHABLE
+    gate = asyncio.Semaphore(16)
+
+    async def one(key: str) -> ScheduleStatus | None:
+        async with gate:
+            return await schedule_state(client, key)
+
+    try:
+        found = await asyncio.gather(*(one(key) for key in keys))
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            return {}, UNREACHABLE
+        return {}, f"Temporal refused: {exc.message}"
+    return dict(zip(keys, found, strict=True)), None
+
+
+async def schedule_views(
+    app: App, workflows: Sequence[tuple[str, WorkflowDefinition]]
+) -> dict[str, dict[str, Any]]:
+    """For each scheduled workflow among (key, latest definition): its schedule in words, the
+    state of its Temporal Schedule and its last run, as `workflows` and `show` print them.
+
+    `state` is `active`, `paused`, `missing` (no Temporal Schedule: never activated) or
+    `unknown` (with `state_error`); `paused` is None unless known. `next_runs` are the run
+    times Temporal has planned, in the workflow's time zone: none while paused."""
+    scheduled = [(key, d) for key, d in workflows if d.enrollment.schedule is not None]
+    if not scheduled:
+        return {}  # nothing to ask Temporal: the listing stays offline
+    statuses, error = await _statuses(app, [key for key, _ in scheduled])
+    views = {}
+    for key, definition in scheduled:
+        assert definition.enrollment.schedule is not None
+        timezone = definition.settings.timezone
+        status = statuses.get(key)
+        if error is not None:
+            state, paused, upcoming = "unknown", None, None
+        elif status is None:
+            state, paused, upcoming = "missing", None, []
+        else:
+            zone = ZoneInfo(timezone)
+            state, paused = ("paused" if status.paused else "active"), status.paused
+            upcoming = [] if status.paused else [t.astimezone(zone) for t in status.next_runs[:3]]
+        last = recent_runs(app, key, limit=1)
+        views[key] = {
+            "id": schedule_id(key),
+            "description": describe_schedule(definition.enrollment.schedule, timezone=timezone),
+            "timezone": timezone,
+            "state": state,
+            "state_error": error,
+            "paused": paused,
+            "next_runs": None if upcoming is None else [t.isoformat() for t in upcoming],
+            "last_run": last[0] if last else None,
+        }
+    return views
 
 
 def next_runs(app: App, key: str, count: int, *, after: datetime | None = None) -> list[datetime]:
@@ -149,6 +268,14 @@ async def run_now(app: App, key: str, *, wait: float = 60.0) -> ScheduledRunResu
         return await asyncio.wait_for(handle.result(), timeout=wait)
     except TimeoutError:
         return None
+    except WorkflowFailureError as exc:
+        # A one-line reason (the innermost cause: terminated, timed out, the activity's error)
+        # rather than the SDK's error, which the CLI would call unexpected.
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = cause.message if isinstance(cause, FailureError) else str(cause)
+        raise OperationFailed(f"the run of '{key}' failed: {reason}") from exc
 
 
 def recent_runs(app: App, key: str, *, limit: int = 5) -> list[dict[str, Any]]:

@@ -281,8 +281,8 @@ def publish(files: Sequence[Path], as_json: bool) -> None:
 @cli.command()
 @json_option
 def workflows(as_json: bool) -> None:
-    """List published workflows."""
-    found = [w.as_json() for w in services.list_workflows(app())]
+    """List published workflows; scheduled ones with their schedule and its state."""
+    found = [w.as_json() for w in asyncio.run(services.list_workflows(app()))]
     if as_json:
         output.print_json(found)
     else:
@@ -294,8 +294,8 @@ def workflows(as_json: bool) -> None:
 @click.option("--version", type=click.IntRange(min=1), help="A version (default: the latest).")
 @json_option
 def show(key: str, version: int | None, as_json: bool) -> None:
-    """Show a workflow: versions, activation, enrollments, stored source."""
-    found = services.show_workflow(app(), key, version)
+    """Show a workflow: versions, activation, schedule, enrollments, stored source."""
+    found = asyncio.run(services.show_workflow(app(), key, version))
     if as_json:
         output.print_json(found)
     else:

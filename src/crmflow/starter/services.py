@@ -9,7 +9,7 @@ import asyncio
 import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,6 +179,7 @@ class WorkflowSummary:
     version: int
     active: bool
     enrollments: dict[str, int]
+    schedule: dict[str, Any] | None = None  # scheduled workflows: see `schedule_views`
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -189,13 +190,19 @@ class WorkflowSummary:
             "version": self.version,
             "active": self.active,
             "enrollments": self.enrollments,
+            "schedule": self.schedule,
         }
 
 
-def list_workflows(app: App) -> list[WorkflowSummary]:
+async def list_workflows(app: App) -> list[WorkflowSummary]:
+    """Every workflow at its latest version; a scheduled one with its schedule and the state of
+    its Temporal Schedule (unknown, not an error, when Temporal is unreachable)."""
+    from ._schedules import schedule_views  # _schedules builds on this module
+
     with app.sessions() as session:
         enrollments = EnrollmentRepository(session)
-        return [
+        found = WorkflowRepository(session).all()
+        summaries = [
             WorkflowSummary(
                 key=w.key,
                 name=v.name,
@@ -205,19 +212,31 @@ def list_workflows(app: App) -> list[WorkflowSummary]:
                 active=w.active,
                 enrollments=enrollments.count_by_status(w.key),
             )
-            for w, v in WorkflowRepository(session).all()
+            for w, v in found
         ]
+        scheduled = [
+            (w.key, WorkflowDefinition.model_validate(v.definition))
+            for w, v in found
+            if v.trigger == "schedule"
+        ]
+    schedules = await schedule_views(app, scheduled)
+    return [replace(s, schedule=schedules.get(s.key)) for s in summaries]
 
 
-def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, Any]:
+async def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, Any]:
+    """A version of a workflow (the latest by default). `schedule` describes the Temporal
+    Schedule, which always follows the latest version, whichever version is shown."""
+    from ._schedules import schedule_views  # _schedules builds on this module
+
     with app.sessions() as session:
         workflows = WorkflowRepository(session)
         try:
             workflow = workflows.require(key)
             found = workflows.version(key, version)
+            latest = workflows.version(key)
         except StoreError as exc:
             raise UserError(str(exc)) from None
-        return {
+        shown = {
             "key": key,
             "version": found.version,
             "latest_version": workflow.latest_version,
@@ -229,6 +248,9 @@ def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, A
             "definition": found.definition,
             "source": found.source,
         }
+        definition = WorkflowDefinition.model_validate(latest.definition)
+    schedules = await schedule_views(app, [(key, definition)])
+    return {**shown, "schedule": schedules.get(key)}
 
 
 # ---------------------------------------------------------------- activation

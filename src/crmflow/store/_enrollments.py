@@ -107,14 +107,6 @@ class EnrollmentRepository:
             )
         }
 
-    def by_trigger_change(self, change_id: int) -> list[Enrollment]:
-        """Every enrollment a change caused, in any workflow."""
-        return list(
-            self.session.scalars(
-                select(Enrollment).where(Enrollment.trigger_change_id == change_id)
-            )
-        )
-
     def get(self, enrollment_id: int, *, for_update: bool = False) -> Enrollment | None:
         return self.session.get(Enrollment, enrollment_id, with_for_update=for_update)
 
@@ -128,6 +120,16 @@ class EnrollmentRepository:
             )
         ).one_or_none()
 
+    def of_record(self, object_type: str, record_id: str) -> list[Enrollment]:
+        """Every enrollment of one record, in every workflow, oldest first."""
+        return list(
+            self.session.scalars(
+                select(Enrollment)
+                .where(Enrollment.object_type == object_type, Enrollment.record_id == record_id)
+                .order_by(Enrollment.id)
+            )
+        )
+
     def active_for_record(self, object_type: str, record_id: str) -> list[Enrollment]:
         """Running or paused enrollments of one record, in every workflow."""
         return list(
@@ -137,24 +139,6 @@ class EnrollmentRepository:
                     Enrollment.record_id == record_id,
                     Enrollment.status.in_(ACTIVE_STATUSES),
                 )
-            )
-        )
-
-    def ever_enrolled_in(
-        self, keys: Sequence[str], object_type: str, record_id: str
-    ) -> frozenset[str]:
-        """Which of these workflows the record was ever enrolled in."""
-        if not keys:
-            return frozenset()
-        return frozenset(
-            self.session.scalars(
-                select(Enrollment.workflow_key)
-                .where(
-                    Enrollment.workflow_key.in_(list(keys)),
-                    Enrollment.object_type == object_type,
-                    Enrollment.record_id == record_id,
-                )
-                .distinct()
             )
         )
 

@@ -173,8 +173,9 @@ class Enrollment(Base):
         ),
         Index("ix_enrollments_workflow_status", "workflow_key", "status"),
         Index("ix_enrollments_record", "object_type", "record_id"),
-        # A change enrolls a record in a workflow at most once, however often it is dispatched.
-        UniqueConstraint("workflow_key", "trigger_change_id"),
+        # A change enrolls a record in a workflow at most once, however often it is dispatched;
+        # the change id leads, so a redo finds its enrollments by the change alone.
+        UniqueConstraint("trigger_change_id", "workflow_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

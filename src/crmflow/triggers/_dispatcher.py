@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import (
+    ACTIVE_STATUSES,
     ChangeRepository,
     EnrollmentRepository,
     Lease,
@@ -175,15 +176,18 @@ class Dispatcher:
         if not enter and not leave_ids and change.kind != DELETED:
             return False
         with self.sessions() as session:
-            enrollments = EnrollmentRepository(session)
-            # A redo: this change was decided before a crash. Its enrollments stand as decided
-            # (they are finished below, idempotently), and are not this change's to judge again.
-            redo = enrollments.by_trigger_change(change.id)
+            # One read of the record's enrollments answers: which this change already made (a
+            # redo after a crash: they stand as decided and are finished below, idempotently),
+            # which run now, and in which workflows the record was ever enrolled.
+            of_record = EnrollmentRepository(session).of_record(
+                change.object_type, change.record_id
+            )
+            redo = [e for e in of_record if e.trigger_change_id == change.id]
             redo_keys = {e.workflow_key for e in redo}
             active = [
                 e
-                for e in enrollments.active_for_record(change.object_type, change.record_id)
-                if e.workflow_key not in redo_keys
+                for e in of_record
+                if e.status in ACTIVE_STATUSES and e.workflow_key not in redo_keys
             ]
             # A deletion ends every enrollment of the record; other changes only those whose
             # exit rules read what changed.
@@ -198,13 +202,17 @@ class Dispatcher:
                 t for e in redo if (t := index.trigger(e.workflow_key, e.version)) is not None
             ]
             enter = [t for t in enter if t.key not in enrolled_now]
-            ever = enrollments.ever_enrolled_in(
-                [t.key for t in enter], change.object_type, change.record_id
-            )
+            ever = frozenset(e.workflow_key for e in of_record)
+            # Only the events some condition of these workflows reads.
+            events: set[str] = set()
+            for trigger in [*enter, *(t for t, _ in leave)]:
+                events |= trigger.enter.events | trigger.leave.events
             snapshot = (
                 None
                 if change.kind == DELETED
-                else load_snapshot(session, change.object_type, change.record_id)
+                else load_snapshot(
+                    session, change.object_type, change.record_id, event_names=events
+                )
             )
         decisions = decide(
             change, snapshot, enter=enter, leave=leave, ever_enrolled=ever, now=datetime.now(UTC)

@@ -76,8 +76,8 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_enrollments_record", ["object_type", "record_id"], unique=False)
         batch_op.create_unique_constraint(
-            batch_op.f("uq_enrollments_workflow_key_trigger_change_id"),
-            ["workflow_key", "trigger_change_id"],
+            batch_op.f("uq_enrollments_trigger_change_id_workflow_key"),
+            ["trigger_change_id", "workflow_key"],
         )
 
     with op.batch_alter_table("workflows", schema=None) as batch_op:
@@ -99,7 +99,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.drop_constraint(
-            batch_op.f("uq_enrollments_workflow_key_trigger_change_id"), type_="unique"
+            batch_op.f("uq_enrollments_trigger_change_id_workflow_key"), type_="unique"
         )
         batch_op.drop_index("ix_enrollments_record")
         batch_op.drop_column("trigger_change_id")
