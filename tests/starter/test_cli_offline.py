@@ -98,6 +98,7 @@ def test_publish_versions_workflows_and_show(offline_cli: Cli, write_definition:
             "version": 2,
             "active": False,
             "enrollments": {},
+            "schedule": None,
         }
     ]
     shown = offline_cli.json("show", "onboarding")
