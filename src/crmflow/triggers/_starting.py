@@ -23,13 +23,7 @@ from crmflow.activities.models import (
 )
 from crmflow.conditions import RecordSnapshot, evaluate
 from crmflow.definitions import WorkflowDefinition
-from crmflow.store import (
-    ENDED_STATUSES,
-    AlreadyEnrolled,
-    Enrollment,
-    EnrollmentRepository,
-    load_snapshot,
-)
+from crmflow.store import ENDED_STATUSES, AlreadyEnrolled, EnrollmentRepository, load_snapshot
 from crmflow.worker import _search_attributes as sa
 from crmflow.worker._enrollment import EnrollmentWorkflow
 
@@ -89,56 +83,6 @@ class EnrollmentStarter:
         change: dispatching the same change again finds its enrollment and (re)starts the same
         workflow id, which Temporal refuses to run twice."""
         key, object_type = definition.key, definition.object_type
-        # The store work runs in a thread: many starts at once (a scheduled run, enroll
-        # existing) overlap their transactions with each other's calls to Temporal.
-        admitted = await asyncio.to_thread(
-            self._admit, definition, version, record_id, source, trigger_change_id
-        )
-        if isinstance(admitted, EnrollOutcome):
-            return admitted
-        enrollment, redo, others = admitted
-        ctx = EnrollmentContext(
-            enrollment_id=enrollment.id,
-            workflow_key=key,
-            workflow_name=definition.name,
-            version=version,
-            object_type=object_type,
-            record_id=record_id,
-        )
-        try:
-            await self.client.start_workflow(
-                EnrollmentWorkflow.run,
-                EnrollmentInput(context=ctx, definition=definition),
-                id=enrollment.temporal_workflow_id,
-                task_queue=self.task_queue,
-                search_attributes=enrollment_search_attributes(ctx),
-                static_summary=f"{definition.name} (v{version}) for {object_type} {record_id}",
-            )
-        except WorkflowAlreadyStartedError:
-            # A redo of a dispatch that crashed after starting: the run is there, keep it.
-            if not redo:
-                self._failed(enrollment.id, "its workflow id is already taken")
-                raise
-        except Exception as exc:
-            # A dispatched change is retried (its row is reused); any other enrollment would
-            # otherwise look running forever with no workflow behind it.
-            if trigger_change_id is None:
-                self._failed(enrollment.id, f"could not start: {exc}")
-            raise
-        await self.unenroll([e.temporal_workflow_id for e in others], f"enrolled in '{key}'")
-        return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
-
-    def _admit(
-        self,
-        definition: WorkflowDefinition,
-        version: int,
-        record_id: str,
-        source: str,
-        trigger_change_id: int | None,
-    ) -> EnrollOutcome | tuple[Enrollment, bool, list[Enrollment]]:
-        """The enrollment row to start (new, or this change's own on a redo), whether it is a
-        redo, and the enrollments `unenroll_from` ends; or why there is nothing to start."""
-        key, object_type = definition.key, definition.object_type
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
             enrollments = EnrollmentRepository(session)
@@ -178,7 +122,36 @@ class EnrollmentStarter:
                 for other in definition.settings.unenroll_from
                 if (e := enrollments.active_for(other, object_type, record_id)) is not None
             ]
-        return enrollment, redo, others
+        ctx = EnrollmentContext(
+            enrollment_id=enrollment.id,
+            workflow_key=key,
+            workflow_name=definition.name,
+            version=version,
+            object_type=object_type,
+            record_id=record_id,
+        )
+        try:
+            await self.client.start_workflow(
+                EnrollmentWorkflow.run,
+                EnrollmentInput(context=ctx, definition=definition),
+                id=enrollment.temporal_workflow_id,
+                task_queue=self.task_queue,
+                search_attributes=enrollment_search_attributes(ctx),
+                static_summary=f"{definition.name} (v{version}) for {object_type} {record_id}",
+            )
+        except WorkflowAlreadyStartedError:
+            # A redo of a dispatch that crashed after starting: the run is there, keep it.
+            if not redo:
+                self._failed(enrollment.id, "its workflow id is already taken")
+                raise
+        except Exception as exc:
+            # A dispatched change is retried (its row is reused); any other enrollment would
+            # otherwise look running forever with no workflow behind it.
+            if trigger_change_id is None:
+                self._failed(enrollment.id, f"could not start: {exc}")
+            raise
+        await self.unenroll([e.temporal_workflow_id for e in others], f"enrolled in '{key}'")
+        return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
 
     def _failed(self, enrollment_id: int, reason: str) -> None:
         with self.sessions.begin() as session:
