@@ -338,6 +338,9 @@ async def test_a_dispatcher_killed_between_commit_and_dispatch_loses_and_doubles
         with pytest.raises(Crash):
             await dispatcher.dispatch_pending()
         assert pending(app) == 2  # nothing marked: both changes will be dispatched again
+        with app.sessions() as session:
+            [first, _] = ChangeRepository(session).pending(limit=2)
+            assert first.attempts == 1 and first.error.startswith("Crash: ")
         fresh = Dispatcher(app.sessions, env.client, task_queue=app.settings.task_queue)
         await fresh.dispatch_pending()
         await fresh.dispatch_pending()

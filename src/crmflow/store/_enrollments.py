@@ -130,18 +130,6 @@ class EnrollmentRepository:
             )
         )
 
-    def active_for_record(self, object_type: str, record_id: str) -> list[Enrollment]:
-        """Running or paused enrollments of one record, in every workflow."""
-        return list(
-            self.session.scalars(
-                select(Enrollment).where(
-                    Enrollment.object_type == object_type,
-                    Enrollment.record_id == record_id,
-                    Enrollment.status.in_(ACTIVE_STATUSES),
-                )
-            )
-        )
-
     @staticmethod
     def enrolled_clause(key: str, *, statuses: Sequence[str] | None = None) -> ColumnElement[bool]:
         """Holds, in a query over `records`, for a record enrolled in `key` with one of these
@@ -154,20 +142,6 @@ class EnrollmentRepository:
         if statuses:
             where.append(Enrollment.status.in_(list(statuses)))
         return exists().where(*where)
-
-    def ever_enrolled(self, key: str, object_type: str, record_id: str) -> bool:
-        return (
-            self.session.scalar(
-                select(Enrollment.id)
-                .where(
-                    Enrollment.workflow_key == key,
-                    Enrollment.object_type == object_type,
-                    Enrollment.record_id == record_id,
-                )
-                .limit(1)
-            )
-            is not None
-        )
 
     def find(
         self,

@@ -126,12 +126,6 @@ class RecordRepository:
             ChangeRepository(self.session).append(object_type, record_id, feed.DELETED, now=now)
         return deleted
 
-    def count(self, object_type: str | None = None) -> int:
-        stmt = select(func.count()).select_from(Record)
-        if object_type is not None:
-            stmt = stmt.where(Record.object_type == object_type)
-        return int(self.session.scalar(stmt) or 0)
-
     def upsert_many(
         self, object_type: str, rows: Iterable[tuple[str, Mapping[str, Any]]], *, now: datetime
     ) -> tuple[int, int]:

@@ -114,16 +114,6 @@ class WorkflowRepository:
         self.session.flush()
         return workflow
 
-    def active_keys(self, object_type: str | None = None) -> list[str]:
-        stmt = select(Workflow.key).where(Workflow.active.is_(True))
-        if object_type is not None:
-            stmt = stmt.join(
-                WorkflowVersion,
-                (WorkflowVersion.key == Workflow.key)
-                & (WorkflowVersion.version == Workflow.latest_version),
-            ).where(WorkflowVersion.object_type == object_type)
-        return list(self.session.scalars(stmt.order_by(Workflow.key)))
-
     def generation(self) -> tuple[object, ...]:
         """A value that changes whenever a publish, activation or deactivation happens."""
         versions = select(func.count()).select_from(WorkflowVersion).scalar_subquery()
@@ -132,6 +122,3 @@ class WorkflowRepository:
                 select(versions, func.max(Workflow.activated_at), func.max(Workflow.deactivated_at))
             ).one()
         )
-
-    def count(self) -> int:
-        return int(self.session.scalar(select(func.count()).select_from(Workflow)) or 0)

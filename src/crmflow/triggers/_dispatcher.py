@@ -145,13 +145,27 @@ class Dispatcher:
         self.refresh_index()
         idle: list[int] = []
         for change in rows:
-            if await self.dispatch(change):
+            try:
+                acted = await self.dispatch(change)
+            except Exception as exc:
+                # Kept on the change (attempts, error) for whoever looks at a stuck feed; the
+                # loop retries it, in order, after a backoff.
+                await asyncio.to_thread(self._mark, idle)
+                await asyncio.to_thread(
+                    self._note_failure, change.id, f"{type(exc).__name__}: {exc}"
+                )
+                raise
+            if acted:
                 await asyncio.to_thread(self._mark, [*idle, change.id])
                 idle = []
             else:
                 idle.append(change.id)  # concerned no workflow: marked with the next write
         await asyncio.to_thread(self._mark, idle)
         return len(rows)
+
+    def _note_failure(self, change_id: int, error: str) -> None:
+        with self.sessions.begin() as session:
+            ChangeRepository(session).mark_attempt(change_id, error)
 
     def _mark(self, ids: list[int]) -> None:
         if ids:
