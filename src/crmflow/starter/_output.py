@@ -7,7 +7,7 @@ moment (click's test runner swaps it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -49,6 +49,14 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    """`--json`: the data as JSON; otherwise the command's human rendering."""
+    if as_json:
+        print_json(data)
+    else:
+        human(data)
+
+
 def when(value: str | None) -> str:
     """An ISO timestamp from the store, shown in the local time zone, to the second."""
     if not value:
@@ -72,13 +80,33 @@ def counts(enrollments: dict[str, int]) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(enrollments.items())) or "none"
 
 
-def run_counts(run: dict[str, Any]) -> str:
-    """A scheduled run's result: "2026-11-20 08:00:01 (schedule, completed): 2 matched, …"."""
+def run_tally(run: dict[str, Any]) -> str:
+    """ "2 matched, 2 enrolled, 0 skipped, 0 failed" """
     return (
-        f"{when(run['started_at'])} ({run['trigger']}, {run['status']}): "
         f"{run['matched']} matched, {run['enrolled']} enrolled, "
         f"{run['skipped']} skipped, {run['failed']} failed"
     )
+
+
+def run_counts(run: dict[str, Any]) -> str:
+    """A scheduled run's result: "2026-11-20 08:00:01 (schedule, completed): 2 matched, …"."""
+    return f"{when(run['started_at'])} ({run['trigger']}, {run['status']}): {run_tally(run)}"
+
+
+def print_run(run: dict[str, Any]) -> None:
+    """The result of `schedule --run-now`."""
+    note = f" ({run['note']})" if run.get("note") else ""
+    click.echo(f"{run['workflow_key']}: run done: {run_tally(run)}{note}")
+
+
+def print_schedule(schedule: dict[str, Any]) -> None:
+    """`schedule KEY`: the next run times, then the recent runs."""
+    for line in schedule["next_runs"]:
+        click.echo(line)
+    if schedule["recent_runs"]:
+        click.echo("recent runs:")
+        for run in schedule["recent_runs"]:
+            click.echo(f"  {run_counts(run)}")
 
 
 def run_time(value: str, timezone: str) -> str:

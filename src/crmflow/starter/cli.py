@@ -283,10 +283,7 @@ def publish(files: Sequence[Path], as_json: bool) -> None:
 def workflows(as_json: bool) -> None:
     """List published workflows; scheduled ones with their schedule and its state."""
     found = [w.as_json() for w in asyncio.run(services.list_workflows(app()))]
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_workflows(found)
+    output.emit(found, as_json, output.print_workflows)
 
 
 @cli.command()
@@ -296,10 +293,7 @@ def workflows(as_json: bool) -> None:
 def show(key: str, version: int | None, as_json: bool) -> None:
     """Show a workflow: versions, activation, schedule, enrollments, stored source."""
     found = asyncio.run(services.show_workflow(app(), key, version))
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_workflow(found)
+    output.emit(found, as_json, output.print_workflow)
 
 
 @cli.command()
@@ -322,33 +316,16 @@ def schedule(key: str, count: int, run_now: bool, as_json: bool) -> None:
             raise services.OperationFailed(
                 f"the run of '{key}' is still going: see `crmflow schedule {key}` later"
             )
-        found: Any = result.model_dump(exclude_none=True)
-        if as_json:
-            output.print_json(found)
-        else:
-            click.echo(
-                f"{key}: run done: {result.matched} matched, {result.enrolled} enrolled, "
-                f"{result.skipped} skipped, {result.failed} failed"
-                + (f" ({result.note})" if result.note else "")
-            )
+        output.emit(result.model_dump(exclude_none=True), as_json, output.print_run)
         if result.failed:
             raise SystemExit(1)
         return
     times = [t.isoformat() for t in _schedules.next_runs(app(), key, count)]
     if as_json:
-        output.print_json(times)
+        output.print_json(times)  # SPEC §4: a plain list of ISO-8601 datetimes
         return
-    for line in times:
-        click.echo(line)
     runs = _schedules.recent_runs(app(), key)
-    if runs:
-        click.echo("recent runs:")
-        for run in runs:
-            click.echo(
-                f"  {run['started_at']}  {run['trigger']:8s} {run['status']:9s} "
-                f"{run['matched']} matched, {run['enrolled']} enrolled, "
-                f"{run['skipped']} skipped, {run['failed']} failed"
-            )
+    output.print_schedule({"next_runs": times, "recent_runs": runs})
 
 
 @cli.command()
@@ -359,10 +336,7 @@ def schedule(key: str, count: int, run_now: bool, as_json: bool) -> None:
 def review(key: str, list_records: bool, save_list: str | None, as_json: bool) -> None:
     """How many records match the criteria now, and what activation would do."""
     found = _review.review(app(), key, list_records=list_records, save_list=save_list).as_json()
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_review(found)
+    output.emit(found, as_json, output.print_review)
 
 
 @cli.command()
@@ -483,10 +457,7 @@ def set_record(record_id: str, assignments: Sequence[str], object_type: str, as_
     """Create or update a record: PROP=VALUE stores text, PROP:=JSON a JSON value."""
     values = services.parse_assignments(assignments)
     view = services.set_record(app(), object_type, record_id, values)
-    if as_json:
-        output.print_json(view)
-    else:
-        output.print_record(view)
+    output.emit(view, as_json, output.print_record)
 
 
 @records.command("show")
@@ -496,10 +467,7 @@ def set_record(record_id: str, assignments: Sequence[str], object_type: str, as_
 def show_record(record_id: str, object_type: str, as_json: bool) -> None:
     """Show a record's properties and lists."""
     view = services.show_record(app(), object_type, record_id)
-    if as_json:
-        output.print_json(view)
-    else:
-        output.print_record(view)
+    output.emit(view, as_json, output.print_record)
 
 
 @records.command("delete")
@@ -626,10 +594,7 @@ def unenroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
 def enrollments(key: str, record_id: str | None, status: str | None, as_json: bool) -> None:
     """Enrollments of a workflow, with status and steps."""
     found = services.list_enrollments(app(), key, record_id=record_id, status=status)
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_enrollments(found)
+    output.emit(found, as_json, output.print_enrollments)
 
 
 @cli.command()
@@ -639,10 +604,7 @@ def enrollments(key: str, record_id: str | None, status: str | None, as_json: bo
 def history(key: str, record_id: str, as_json: bool) -> None:
     """One record in a workflow: each enrollment's steps, and why it is (not) enrolled now."""
     found = services.history(app(), key, record_id)
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_history(found)
+    output.emit(found, as_json, output.print_history)
 
 
 @cli.command()
@@ -650,10 +612,7 @@ def history(key: str, record_id: str, as_json: bool) -> None:
 def outbox(as_json: bool) -> None:
     """Emails delivered by workflows."""
     found = services.outbox(app())
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_outbox(found)
+    output.emit(found, as_json, output.print_outbox)
 
 
 @cli.command()
@@ -661,10 +620,7 @@ def outbox(as_json: bool) -> None:
 def tasks(as_json: bool) -> None:
     """Tasks created by workflows."""
     found = services.tasks(app())
-    if as_json:
-        output.print_json(found)
-    else:
-        output.print_tasks(found)
+    output.emit(found, as_json, output.print_tasks)
 
 
 def main() -> None:
