@@ -243,6 +243,7 @@ class Dispatcher:
                     change.record_id,
                     source="criteria",
                     trigger_change_id=change.id,
+                    snapshot=snapshot,
                 )
                 self.crash_point("enrolled", change)
             elif decision.status == "goal_met":

@@ -78,10 +78,12 @@ class EnrollmentStarter:
         *,
         source: str,
         trigger_change_id: int | None = None,
+        snapshot: RecordSnapshot | None = None,
     ) -> EnrollOutcome:
         """Create the enrollment row, then its Temporal workflow. Idempotent for a trigger
         change: dispatching the same change again finds its enrollment and (re)starts the same
-        workflow id, which Temporal refuses to run twice."""
+        workflow id, which Temporal refuses to run twice. `snapshot`: the record as the caller
+        just read it (with the events the workflow's goal reads), saving a second read."""
         key, object_type = definition.key, definition.object_type
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
@@ -97,7 +99,8 @@ class EnrollmentStarter:
                     record_id, True, "enrolled (already done)", enrollment.temporal_workflow_id
                 )
             if enrollment is None:
-                snapshot = load_snapshot(session, object_type, record_id)
+                if snapshot is None:
+                    snapshot = load_snapshot(session, object_type, record_id)
                 if snapshot is None:
                     return EnrollOutcome(
                         record_id, False, f"no {object_type} with id '{record_id}'"
