@@ -890,7 +890,7 @@ def main() -> None:
     ensure_postgres_database(db_url)
     app = App(Settings(db_url=db_url, task_queue="bench"))
     with app.sessions() as session:
-        if WorkflowRepository(session).count() or RecordRepository(session).count():
+        if WorkflowRepository(session).all() or ChangeRepository(session).last_id():
             app.close()
             shutil.rmtree(tmp, ignore_errors=True)
             sys.exit(f"{db_url}: the store is not empty; give the URL of an empty one")
