@@ -346,3 +346,85 @@ def test_run_started_by_the_schedule(
     assert result["note"] == "workflow not active: no run"
     assert len(cli.json("enrollments", key)) == 2
     assert cli.json("show", key)["schedule"]["last_run"] == run
+
+
+def test_run_recovers_enrollments_whose_start_was_lost(
+    e2e_cli: Cli,
+    temporal_dev_env: DevEnv,
+    schedules: Callable[[str], ScheduleHandle],
+    write_definition: Write,
+) -> None:
+    """A run that died between committing a page's rows and starting their workflows leaves
+    rows `running` with nothing behind them: the next run starts those, and still skips a
+    record whose enrollment really runs."""
+    from crmflow.definitions import WorkflowDefinition
+    from crmflow.starter._app import App, Settings
+    from crmflow.triggers import EnrollmentStarter, Ready
+
+    cli = e2e_cli
+    key = unique_key("lost")
+    schedules(key)
+    definition = weekly_deals(key, delay="1h")
+    add_deals(cli, {"a": 1500, "b": 2500, "c": 3000})
+    cli("publish", str(write_definition(definition)))
+    cli("activate", key)
+    assert cli("enroll", key, "c").stdout.startswith("c: enrolled (")
+
+    # The store half of a page, without its starts: what a crash between the two leaves.
+    app = App(Settings(db_url=cli.db_url, task_queue=cli.task_queue))
+    try:
+        starter = EnrollmentStarter(app.sessions, temporal_dev_env.env.client, cli.task_queue)
+        prepared = starter.prepare_page(
+            WorkflowDefinition.model_validate(definition), 1, ["a", "b", "c"], source="schedule"
+        )
+    finally:
+        app.close()
+    assert [type(p) for p in prepared] == [Ready, Ready, Ready]
+    assert [p.recover for p in prepared if isinstance(p, Ready)] == [False, False, True]
+    assert enrolled_ids(cli, key) == ["a", "b", "c"]
+
+    run = cli.json("schedule", key, "--run-now")
+    assert counts(run) == (3, 2, 1, 0)  # a and b started now; c runs already
+    for record_id in ("a", "b", "c"):
+        cli.wait_for_step(key, record_id, "wait")
+    assert enrolled_ids(cli, key) == ["a", "b", "c"]
+    # And a later run skips all three: they run now.
+    assert counts(cli.json("schedule", key, "--run-now")) == (3, 0, 3, 0)
+    cli("deactivate", key, "--unenroll-all")
+
+
+def test_remove_deletes_the_schedule_and_the_workflow(
+    e2e_cli: Cli,
+    temporal_dev_env: DevEnv,
+    schedules: Callable[[str], ScheduleHandle],
+    write_definition: Write,
+) -> None:
+    cli = e2e_cli
+    key = unique_key("removed")
+    handle = schedules(key)
+    add_deals(cli, {"big": 5000})
+    cli("publish", str(write_definition(weekly_deals(key, delay="1h"))))
+    cli("activate", key)
+    assert counts(cli.json("schedule", key, "--run-now")) == (1, 1, 0, 0)
+    cli.wait_for_step(key, "big", "wait")
+
+    refused = cli("remove", key, code=2)
+    assert refused.stderr.strip().endswith(f"run `crmflow deactivate {key}` first")
+    cli("deactivate", key)  # the enrollment is paused, not ended
+    refused = cli("remove", key, code=2)
+    assert f"run `crmflow deactivate {key} --unenroll-all` first" in refused.stderr
+    describe(temporal_dev_env, handle)  # still there: nothing was changed
+
+    cli("deactivate", key, "--unenroll-all")
+    cli.wait_for_status(key, "big", "unenrolled")
+    assert cli("remove", key).stdout == f"{key} removed, with 1 ended enrollment(s)\n"
+    with pytest.raises(RPCError, match="not found"):
+        describe(temporal_dev_env, handle)
+    assert key not in {w["key"] for w in cli.json("workflows")}
+    assert f"no workflow '{key}'" in cli("show", key, code=2).stderr
+    assert f"no workflow '{key}'" in cli("remove", key, code=2).stderr
+    # The record stays, and so does what the workflow did to it; the key can be published anew.
+    assert cli.json("records", "show", "big", "--object", "deal")["id"] == "big"
+    assert cli("publish", str(write_definition(weekly_deals(key)))).stdout.startswith(
+        f"{key}: version 1"
+    )

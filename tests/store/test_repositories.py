@@ -163,6 +163,45 @@ def test_one_active_enrollment_per_record_is_enforced_by_the_store(sessions):
         assert enrollments.count_by_status("welcome") == {"completed": 1, "running": 1}
 
 
+def test_enrollments_of_a_page_are_created_in_one_statement_or_none(sessions):
+    with sessions.begin() as session:
+        publish(session)
+        enrollments = EnrollmentRepository(session)
+        ann = enrollments.create(
+            key="welcome", version=1, object_type="contact", record_id="ann", source="m", now=NOW
+        )
+        enrollments.set_status(ann.id, "completed", ended_at=NOW)
+        created = enrollments.create_many(
+            key="welcome",
+            version=1,
+            object_type="contact",
+            record_ids=["ann", "bob"],
+            source="schedule",
+            now=NOW,
+        )
+        assert [(e.record_id, e.seq, e.status, e.temporal_workflow_id) for e in created] == [
+            ("ann", 2, "running", "welcome:contact:ann:2"),
+            ("bob", 1, "running", "welcome:contact:bob:1"),
+        ]
+        assert all(e.id for e in created)
+        assert set(enrollments.active_among("welcome", "contact", ["ann", "bob", "cy"])) == {
+            "ann",
+            "bob",
+        }
+        # One record of the page enrolled now: nothing of the page is inserted.
+        with pytest.raises(AlreadyEnrolled):
+            enrollments.create_many(
+                key="welcome",
+                version=1,
+                object_type="contact",
+                record_ids=["cy", "bob"],
+                source="schedule",
+                now=NOW,
+            )
+        assert enrollments.active_for("welcome", "contact", "cy") is None
+        assert enrollments.count_by_status("welcome") == {"completed": 1, "running": 2}
+
+
 def test_a_step_is_written_once_and_completed_in_place(sessions):
     with sessions.begin() as session:
         publish(session)

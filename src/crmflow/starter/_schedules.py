@@ -84,15 +84,11 @@ async def sync_schedule(app: App, key: str, *, active: bool) -> None:
     missing, replaced otherwise, paused unless active; deleted if the workflow is no longer a
     scheduled one."""
     definition, _ = load_version(app, key)
+    if definition.enrollment.trigger != "schedule":
+        await delete_schedule(app, key)
+        return
     client = await app.client()
     handle = client.get_schedule_handle(schedule_id(key))
-    if definition.enrollment.trigger != "schedule":
-        try:
-            await handle.delete()
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
-        return
     wanted = _schedule(definition, task_queue=app.settings.task_queue, paused=not active)
 
     def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
@@ -104,6 +100,16 @@ async def sync_schedule(app: App, key: str, *, active: bool) -> None:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         await client.create_schedule(schedule_id(key), wanted)
+
+
+async def delete_schedule(app: App, key: str) -> None:
+    """Delete the workflow's Temporal Schedule, if it has one."""
+    client = await app.client()
+    try:
+        await client.get_schedule_handle(schedule_id(key)).delete()
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 @dataclass(frozen=True)

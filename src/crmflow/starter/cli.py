@@ -395,6 +395,14 @@ def deactivate(key: str, unenroll_all: bool) -> None:
         click.echo(f"{key} is inactive; {result.paused} enrollment(s) paused")
 
 
+@cli.command()
+@click.argument("key")
+def remove(key: str) -> None:
+    """Delete an inactive workflow: its versions, enrollments, runs and Temporal Schedule."""
+    deleted = asyncio.run(services.remove(app(), key))
+    click.echo(f"{key} removed, with {deleted} ended enrollment(s)")
+
+
 # ---------------------------------------------------------------- records, lists, events
 
 

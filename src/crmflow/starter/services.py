@@ -359,6 +359,35 @@ async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> Activ
     return ActivationResult(key, False, paused=len(targets))
 
 
+async def remove(app: App, key: str) -> int:
+    """Delete an inactive workflow with no running or paused enrollment: its Temporal Schedule
+    first (so a failure there changes nothing), then its versions, enrollments and runs.
+    Returns how many enrollments were deleted with it."""
+    from ._schedules import delete_schedule  # _schedules builds on this module
+
+    with app.sessions() as session:
+        workflows = WorkflowRepository(session)
+        try:
+            workflow = workflows.require(key)
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
+        if workflow.active:
+            raise UserError(f"workflow '{key}' is active: run `crmflow deactivate {key}` first")
+        enrollments = EnrollmentRepository(session)
+        if enrollments.find(key, statuses=list(ACTIVE_STATUSES), limit=1):
+            raise UserError(
+                f"workflow '{key}' has enrollments still paused: "
+                f"run `crmflow deactivate {key} --unenroll-all` first"
+            )
+        scheduled = any(v.trigger == "schedule" for v in workflows.versions(key))
+        count = sum(enrollments.count_by_status(key).values())
+    if scheduled:
+        await delete_schedule(app, key)
+    with app.sessions.begin() as session:
+        WorkflowRepository(session).remove(key)
+    return count
+
+
 # ---------------------------------------------------------------- records, lists, events
 
 

@@ -16,6 +16,7 @@ from ._records import (
     RecordRepository,
     StoreError,
     load_snapshot,
+    load_snapshots,
     merge_properties,
 )
 from ._runs import ScheduledRunRepository
@@ -70,6 +71,7 @@ __all__ = [
     "WorkflowRepository",
     "WorkflowVersion",
     "load_snapshot",
+    "load_snapshots",
     "merge_properties",
     "temporal_workflow_id",
 ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, exists, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -87,6 +87,70 @@ class EnrollmentRepository:
         except IntegrityError:
             raise AlreadyEnrolled(key, object_type, record_id) from None
         return enrollment
+
+    def create_many(
+        self,
+        *,
+        key: str,
+        version: int,
+        object_type: str,
+        record_ids: Sequence[str],
+        source: str,
+        now: datetime,
+    ) -> list[Enrollment]:
+        """`create` for many records in one statement (a scheduled run's page). Raises
+        AlreadyEnrolled, and inserts none, when any of them is enrolled now (or a concurrent
+        writer took one of their sequence numbers): the caller falls back to one at a time."""
+        if not record_ids:
+            return []
+        seqs: dict[str, int] = {
+            record_id: seq
+            for record_id, seq in self.session.execute(
+                select(Enrollment.record_id, func.max(Enrollment.seq))
+                .where(
+                    Enrollment.workflow_key == key,
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id.in_(list(record_ids)),
+                )
+                .group_by(Enrollment.record_id)
+            )
+        }
+        rows = [
+            {
+                "workflow_key": key,
+                "version": version,
+                "object_type": object_type,
+                "record_id": record_id,
+                "seq": (seq := seqs.get(record_id, 0) + 1),
+                "status": "running",
+                "source": source,
+                "enrolled_at": now,
+                "temporal_workflow_id": temporal_workflow_id(key, object_type, record_id, seq),
+            }
+            for record_id in record_ids
+        ]
+        try:
+            with self.session.begin_nested():
+                created = list(self.session.scalars(insert(Enrollment).returning(Enrollment), rows))
+        except IntegrityError:
+            raise AlreadyEnrolled(key, object_type, ", ".join(record_ids[:3])) from None
+        return created
+
+    def active_among(
+        self, key: str, object_type: str, record_ids: Sequence[str]
+    ) -> dict[str, Enrollment]:
+        """The running or paused enrollments in `key` of these records, by record id."""
+        return {
+            e.record_id: e
+            for e in self.session.scalars(
+                select(Enrollment).where(
+                    Enrollment.workflow_key == key,
+                    Enrollment.object_type == object_type,
+                    Enrollment.record_id.in_(list(record_ids)),
+                    Enrollment.status.in_(ACTIVE_STATUSES),
+                )
+            )
+        }
 
     def by_trigger(self, key: str, change_id: int) -> Enrollment | None:
         """The enrollment a change already caused in a workflow, if any."""

@@ -307,22 +307,51 @@ def load_snapshot(
     event_names: Iterable[str] | None = None,
 ) -> RecordSnapshot | None:
     """The record as conditions see it: properties, lists, and the events named (all if None)."""
-    record = RecordRepository(session).get(object_type, record_id)
-    if record is None:
-        return None
+    return load_snapshots(session, object_type, [record_id], event_names=event_names).get(record_id)
+
+
+def load_snapshots(
+    session: Session,
+    object_type: str,
+    record_ids: Sequence[str],
+    *,
+    event_names: Iterable[str] | None = None,
+) -> dict[str, RecordSnapshot]:
+    """`load_snapshot` for many records at once (three queries, whatever their number); a
+    record that does not exist is absent from the result."""
+    ids = list(record_ids)
+    records = session.execute(
+        select(Record.id, Record.properties).where(
+            Record.object_type == object_type, Record.id.in_(ids)
+        )
+    ).all()
+    if not records:
+        return {}
+    found = [record_id for record_id, _ in records]
+    lists: dict[str, set[str]] = {record_id: set() for record_id in found}
+    for record_id, name in session.execute(
+        select(ListMembership.record_id, ListMembership.list_name).where(
+            ListMembership.object_type == object_type, ListMembership.record_id.in_(found)
+        )
+    ):
+        lists[record_id].add(name)
+    events: dict[str, list[EventSnapshot]] = {record_id: [] for record_id in found}
     names = None if event_names is None else list(event_names)
-    events = (
-        []
-        if names == []
-        else EventRepository(session).for_record(object_type, record_id, names=names)
-    )
-    return RecordSnapshot(
-        object_type=object_type,
-        id=record_id,
-        properties=dict(record.properties),
-        lists=frozenset(ListRepository(session).lists_of(object_type, record_id)),
-        events=[
-            EventSnapshot(name=e.name, occurred_at=e.occurred_at, properties=dict(e.properties))
-            for e in events
-        ],
-    )
+    if names != []:
+        stmt = select(Event).where(Event.object_type == object_type, Event.record_id.in_(found))
+        if names is not None:
+            stmt = stmt.where(Event.name.in_(names))
+        for e in session.scalars(stmt.order_by(Event.occurred_at, Event.id)):
+            events[e.record_id].append(
+                EventSnapshot(name=e.name, occurred_at=e.occurred_at, properties=dict(e.properties))
+            )
+    return {
+        record_id: RecordSnapshot(
+            object_type=object_type,
+            id=record_id,
+            properties=dict(properties),
+            lists=frozenset(lists[record_id]),
+            events=events[record_id],
+        )
+        for record_id, properties in records
+    }

@@ -114,6 +114,12 @@ class WorkflowRepository:
         self.session.flush()
         return workflow
 
+    def remove(self, key: str) -> None:
+        """Delete the workflow with its versions, enrollments, steps and runs (the emails and
+        tasks it produced stay, detached)."""
+        self.session.delete(self.require(key, for_update=True))
+        self.session.flush()
+
     def generation(self) -> tuple[object, ...]:
         """A value that changes whenever a publish, activation or deactivation happens."""
         versions = select(func.count()).select_from(WorkflowVersion).scalar_subquery()

@@ -4,7 +4,13 @@ from ._decide import Change, Decision, Enroll, Leave, Trigger, decide
 from ._dispatcher import Dispatcher, load_index
 from ._fanout import Outcome, enroll_selected
 from ._index import TriggerIndex
-from ._starting import EnrollmentStarter, EnrollOutcome, enrollment_search_attributes, refusal
+from ._starting import (
+    EnrollmentStarter,
+    EnrollOutcome,
+    Ready,
+    enrollment_search_attributes,
+    refusal,
+)
 
 __all__ = [
     "Change",
@@ -15,6 +21,7 @@ __all__ = [
     "EnrollmentStarter",
     "Leave",
     "Outcome",
+    "Ready",
     "Trigger",
     "TriggerIndex",
     "decide",

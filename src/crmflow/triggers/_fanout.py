@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import RecordRepository
 
-from ._starting import EnrollmentStarter, EnrollOutcome
+from ._starting import EnrollmentStarter, EnrollOutcome, Ready
 
 PAGE_SIZE = 500
 CONCURRENCY = 32
@@ -38,25 +38,63 @@ async def enroll_selected(
 ) -> None:
     """Start an enrollment for every record id `selection` yields (after `after`, in id order).
     Each record's outcome — or the exception that stopped it: one failure never stops the
-    others — goes to `on_outcome`; `on_page(last_id)` runs after each page (a resume point)."""
-    gate = asyncio.Semaphore(concurrency)
+    others — goes to `on_outcome`; `on_page(last_id)` runs once a page and every page before it
+    are done (a resume point).
 
-    async def enroll(record_id: str) -> None:
-        async with gate:
-            try:
-                outcome: Outcome = await starter.start(
-                    definition, version, record_id, source=source
-                )
-            except Exception as exc:
-                outcome = exc
-        on_outcome(record_id, outcome)
+    The pages stream: while `concurrency` starts are in flight, the next page is selected and
+    its rows written (one transaction a page), so the starts never wait for a page's last one
+    to finish before the next page begins."""
+    queue: asyncio.Queue[tuple[int, str, Ready | EnrollOutcome] | None] = asyncio.Queue(
+        maxsize=page_size
+    )
+    pending: list[int] = []  # per page: records whose outcome is not reported yet
+    lasts: list[str] = []  # per page: its last id
+    reported = 0  # pages passed to on_page
+    in_order = asyncio.Lock()
 
-    while True:
-        with sessions() as session:
-            page = RecordRepository(session).matching_ids(selection, after=after, limit=page_size)
-        if not page:
-            return
-        await asyncio.gather(*(enroll(record_id) for record_id in page))
-        after = page[-1]
-        if on_page is not None and (pending := on_page(after)) is not None:
-            await pending
+    async def pages_done() -> None:
+        nonlocal reported
+        async with in_order:
+            while reported < len(pending) and pending[reported] == 0:
+                reported += 1
+                if on_page is not None and (done := on_page(lasts[reported - 1])) is not None:
+                    await done
+
+    async def launch() -> None:
+        while (item := await queue.get()) is not None:
+            page_no, record_id, ready = item
+            outcome: Outcome
+            if isinstance(ready, EnrollOutcome):
+                outcome = ready
+            else:
+                try:
+                    outcome = await starter.launch(ready)
+                except Exception as exc:
+                    outcome = exc
+            on_outcome(record_id, outcome)
+            pending[page_no] -= 1
+            if pending[page_no] == 0:
+                await pages_done()
+
+    async def produce() -> None:
+        nonlocal after
+        try:
+            while True:
+                with sessions() as session:
+                    page = RecordRepository(session).matching_ids(
+                        selection, after=after, limit=page_size
+                    )
+                if not page:
+                    return
+                # The page's store work in one transaction, not one per start.
+                prepared = starter.prepare_page(definition, version, page, source=source)
+                page_no, after = len(pending), page[-1]
+                pending.append(len(page))
+                lasts.append(after)
+                for record_id, ready in zip(page, prepared, strict=True):
+                    await queue.put((page_no, record_id, ready))
+        finally:
+            for _ in range(concurrency):
+                await queue.put(None)
+
+    await asyncio.gather(produce(), *(launch() for _ in range(concurrency)))

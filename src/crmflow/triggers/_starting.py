@@ -4,14 +4,14 @@ enrollment (the dispatcher)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -22,12 +22,31 @@ from crmflow.activities.models import (
     UnenrollSignal,
 )
 from crmflow.conditions import RecordSnapshot, evaluate
-from crmflow.definitions import WorkflowDefinition
-from crmflow.store import ENDED_STATUSES, AlreadyEnrolled, EnrollmentRepository, load_snapshot
+from crmflow.definitions import WorkflowDefinition, condition_reads
+from crmflow.store import (
+    ENDED_STATUSES,
+    AlreadyEnrolled,
+    Enrollment,
+    EnrollmentRepository,
+    load_snapshot,
+    load_snapshots,
+)
 from crmflow.worker import _search_attributes as sa
 from crmflow.worker._enrollment import EnrollmentWorkflow
 
 SIGNAL_CONCURRENCY = 50
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An enrollment row committed, its workflow not started yet."""
+
+    input: EnrollmentInput
+    temporal_workflow_id: str
+    unenroll_from: list[str]  # workflow ids of the record's enrollments to end on start
+    # The row was found running: its workflow is most likely running too (then the record is
+    # skipped), unless whoever created the row died before starting it (then it starts now).
+    recover: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,40 +140,162 @@ class EnrollmentStarter:
                 except AlreadyEnrolled as exc:
                     return EnrollOutcome(record_id, False, str(exc))
             others = [
-                e
+                e.temporal_workflow_id
                 for other in definition.settings.unenroll_from
                 if (e := enrollments.active_for(other, object_type, record_id)) is not None
             ]
-        ctx = EnrollmentContext(
-            enrollment_id=enrollment.id,
-            workflow_key=key,
-            workflow_name=definition.name,
-            version=version,
-            object_type=object_type,
-            record_id=record_id,
+            ready = self._ready(definition, version, enrollment, others)
+        return await self.launch(ready, redo=redo, retried_by_caller=trigger_change_id is not None)
+
+    def prepare_page(
+        self,
+        definition: WorkflowDefinition,
+        version: int,
+        record_ids: Sequence[str],
+        *,
+        source: str,
+    ) -> list[Ready | EnrollOutcome]:
+        """The store half of `start` for a page of records (a scheduled run's or
+        `--enroll-existing`'s), in one transaction and a handful of statements whatever the
+        page's size: each record's enrollment row ready to `launch`, or why it has none."""
+        key, object_type = definition.key, definition.object_type
+        now = datetime.now(UTC)
+        goal_events = condition_reads(definition.goal.criteria).events if definition.goal else ()
+        outcomes: dict[str, Ready | EnrollOutcome] = {}
+        with self.sessions.begin() as session:
+            enrollments = EnrollmentRepository(session)
+            active = enrollments.active_among(key, object_type, record_ids)
+            snapshots = load_snapshots(
+                session,
+                object_type,
+                [i for i in record_ids if i not in active],
+                event_names=goal_events,
+            )
+            candidates = []
+            for record_id in record_ids:
+                snapshot = snapshots.get(record_id)
+                if record_id in active:
+                    outcomes[record_id] = replace(
+                        self._ready(definition, version, active[record_id], []), recover=True
+                    )
+                    continue
+                if snapshot is None:
+                    refused: str | None = f"no {object_type} with id '{record_id}'"
+                else:
+                    refused = refusal(definition, snapshot, now=now)
+                if refused:
+                    outcomes[record_id] = EnrollOutcome(record_id, False, refused)
+                else:
+                    candidates.append(record_id)
+            try:
+                created = enrollments.create_many(
+                    key=key,
+                    version=version,
+                    object_type=object_type,
+                    record_ids=candidates,
+                    source=source,
+                    now=now,
+                )
+            except AlreadyEnrolled:
+                # A record of the page was enrolled meanwhile (by the dispatcher, say): one at
+                # a time, so that only that record is refused.
+                created = []
+                for record_id in candidates:
+                    try:
+                        created.append(
+                            enrollments.create(
+                                key=key,
+                                version=version,
+                                object_type=object_type,
+                                record_id=record_id,
+                                source=source,
+                                now=now,
+                            )
+                        )
+                    except AlreadyEnrolled as exc:
+                        outcomes[record_id] = EnrollOutcome(record_id, False, str(exc))
+            created_ids = [e.record_id for e in created]
+            others: dict[str, list[str]] = {record_id: [] for record_id in created_ids}
+            for other in definition.settings.unenroll_from:
+                for record_id, e in enrollments.active_among(
+                    other, object_type, created_ids
+                ).items():
+                    others[record_id].append(e.temporal_workflow_id)
+            for e in created:
+                outcomes[e.record_id] = self._ready(definition, version, e, others[e.record_id])
+        return [outcomes[record_id] for record_id in record_ids]
+
+    def _ready(
+        self,
+        definition: WorkflowDefinition,
+        version: int,
+        enrollment: Enrollment,
+        others: list[str],
+    ) -> Ready:
+        return Ready(
+            input=EnrollmentInput(
+                context=EnrollmentContext(
+                    enrollment_id=enrollment.id,
+                    workflow_key=definition.key,
+                    workflow_name=definition.name,
+                    version=version,
+                    object_type=definition.object_type,
+                    record_id=enrollment.record_id,
+                ),
+                definition=definition,
+            ),
+            temporal_workflow_id=enrollment.temporal_workflow_id,
+            unenroll_from=others,
         )
+
+    async def launch(
+        self, ready: Ready, *, redo: bool = False, retried_by_caller: bool = False
+    ) -> EnrollOutcome:
+        """The Temporal half of `start`: start the enrollment's workflow, then unenroll the
+        record from the workflows its `unenroll_from` names. `redo`: the row is a dispatch's
+        that may have started already; `retried_by_caller`: a failure is retried with the same
+        row (a dispatched change), so the row must not be marked failed."""
+        ctx, definition = ready.input.context, ready.input.definition
+        if ready.recover:
+            try:
+                await self.client.start_workflow(
+                    EnrollmentWorkflow.run,
+                    ready.input,
+                    id=ready.temporal_workflow_id,
+                    task_queue=self.task_queue,
+                    search_attributes=enrollment_search_attributes(ctx),
+                    # Never a second run of an enrollment that ran already.
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                )
+            except WorkflowAlreadyStartedError:
+                already = AlreadyEnrolled(definition.key, ctx.object_type, ctx.record_id)
+                return EnrollOutcome(ctx.record_id, False, str(already))
+            lost = "enrolled (its start had been lost)"
+            return EnrollOutcome(ctx.record_id, True, lost, ready.temporal_workflow_id)
         try:
             await self.client.start_workflow(
                 EnrollmentWorkflow.run,
-                EnrollmentInput(context=ctx, definition=definition),
-                id=enrollment.temporal_workflow_id,
+                ready.input,
+                id=ready.temporal_workflow_id,
                 task_queue=self.task_queue,
                 search_attributes=enrollment_search_attributes(ctx),
-                static_summary=f"{definition.name} (v{version}) for {object_type} {record_id}",
+                static_summary=(
+                    f"{definition.name} (v{ctx.version}) for {ctx.object_type} {ctx.record_id}"
+                ),
             )
         except WorkflowAlreadyStartedError:
             # A redo of a dispatch that crashed after starting: the run is there, keep it.
             if not redo:
-                self._failed(enrollment.id, "its workflow id is already taken")
+                self._failed(ctx.enrollment_id, "its workflow id is already taken")
                 raise
         except Exception as exc:
             # A dispatched change is retried (its row is reused); any other enrollment would
             # otherwise look running forever with no workflow behind it.
-            if trigger_change_id is None:
-                self._failed(enrollment.id, f"could not start: {exc}")
+            if not retried_by_caller:
+                self._failed(ctx.enrollment_id, f"could not start: {exc}")
             raise
-        await self.unenroll([e.temporal_workflow_id for e in others], f"enrolled in '{key}'")
-        return EnrollOutcome(record_id, True, "enrolled", enrollment.temporal_workflow_id)
+        await self.unenroll(ready.unenroll_from, f"enrolled in '{definition.key}'")
+        return EnrollOutcome(ctx.record_id, True, "enrolled", ready.temporal_workflow_id)
 
     def _failed(self, enrollment_id: int, reason: str) -> None:
         with self.sessions.begin() as session:
