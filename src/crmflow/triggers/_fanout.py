@@ -76,18 +76,23 @@ async def enroll_selected(
             if pending[page_no] == 0:
                 await pages_done()
 
+    def select_page(after: str | None) -> list[str]:
+        with sessions() as session:
+            return RecordRepository(session).matching_ids(selection, after=after, limit=page_size)
+
     async def produce() -> None:
         nonlocal after
         try:
             while True:
-                with sessions() as session:
-                    page = RecordRepository(session).matching_ids(
-                        selection, after=after, limit=page_size
-                    )
+                # In a thread, so the starts in flight go on meanwhile; one page at a time, so
+                # it never competes with itself for the store's write lock.
+                page = await asyncio.to_thread(select_page, after)
                 if not page:
                     return
                 # The page's store work in one transaction, not one per start.
-                prepared = starter.prepare_page(definition, version, page, source=source)
+                prepared = await asyncio.to_thread(
+                    starter.prepare_page, definition, version, page, source=source
+                )
                 page_no, after = len(pending), page[-1]
                 pending.append(len(page))
                 lasts.append(after)

@@ -187,31 +187,21 @@ class EnrollmentStarter:
                     outcomes[record_id] = EnrollOutcome(record_id, False, refused)
                 else:
                     candidates.append(record_id)
+            row: dict[str, Any] = {
+                "key": key,
+                "version": version,
+                "object_type": object_type,
+                "source": source,
+            }
             try:
-                created = enrollments.create_many(
-                    key=key,
-                    version=version,
-                    object_type=object_type,
-                    record_ids=candidates,
-                    source=source,
-                    now=now,
-                )
+                created = enrollments.create_many(**row, record_ids=candidates, now=now)
             except AlreadyEnrolled:
                 # A record of the page was enrolled meanwhile (by the dispatcher, say): one at
                 # a time, so that only that record is refused.
                 created = []
                 for record_id in candidates:
                     try:
-                        created.append(
-                            enrollments.create(
-                                key=key,
-                                version=version,
-                                object_type=object_type,
-                                record_id=record_id,
-                                source=source,
-                                now=now,
-                            )
-                        )
+                        created.append(enrollments.create(**row, record_id=record_id, now=now))
                     except AlreadyEnrolled as exc:
                         outcomes[record_id] = EnrollOutcome(record_id, False, str(exc))
             created_ids = [e.record_id for e in created]
@@ -256,33 +246,30 @@ class EnrollmentStarter:
         that may have started already; `retried_by_caller`: a failure is retried with the same
         row (a dispatched change), so the row must not be marked failed."""
         ctx, definition = ready.input.context, ready.input.definition
+        start = self.client.start_workflow(
+            EnrollmentWorkflow.run,
+            ready.input,
+            id=ready.temporal_workflow_id,
+            task_queue=self.task_queue,
+            search_attributes=enrollment_search_attributes(ctx),
+            static_summary=(
+                f"{definition.name} (v{ctx.version}) for {ctx.object_type} {ctx.record_id}"
+            ),
+            # Never a second run of an enrollment that ran already.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
+            if ready.recover
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
         if ready.recover:
             try:
-                await self.client.start_workflow(
-                    EnrollmentWorkflow.run,
-                    ready.input,
-                    id=ready.temporal_workflow_id,
-                    task_queue=self.task_queue,
-                    search_attributes=enrollment_search_attributes(ctx),
-                    # Never a second run of an enrollment that ran already.
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                )
+                await start
             except WorkflowAlreadyStartedError:
                 already = AlreadyEnrolled(definition.key, ctx.object_type, ctx.record_id)
                 return EnrollOutcome(ctx.record_id, False, str(already))
             lost = "enrolled (its start had been lost)"
             return EnrollOutcome(ctx.record_id, True, lost, ready.temporal_workflow_id)
         try:
-            await self.client.start_workflow(
-                EnrollmentWorkflow.run,
-                ready.input,
-                id=ready.temporal_workflow_id,
-                task_queue=self.task_queue,
-                search_attributes=enrollment_search_attributes(ctx),
-                static_summary=(
-                    f"{definition.name} (v{ctx.version}) for {ctx.object_type} {ctx.record_id}"
-                ),
-            )
+            await start
         except WorkflowAlreadyStartedError:
             # A redo of a dispatch that crashed after starting: the run is there, keep it.
             if not redo:
