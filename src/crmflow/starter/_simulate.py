@@ -67,7 +67,7 @@ class SimulatedStep:
         return {
             "action_id": self.action_id,
             "type": self.type,
-            "at": self.at.isoformat(),
+            "at": self.at.isoformat(timespec="seconds"),
             "outcome": self.outcome,
         }
 

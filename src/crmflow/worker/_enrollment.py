@@ -258,8 +258,9 @@ class EnrollmentWorkflow:
             )
             if allowed <= now:
                 return held
-            why = "pause date" if now.astimezone(zone).date() in settings.pause_dates else "window"
-            held = f"came due {_time.show(due, zone)}, held by the {why}"
+            paused = now.astimezone(zone).date() in settings.pause_dates
+            why = "a pause date" if paused else "the execution window"
+            held = f"came due {_time.show(due, zone)}, held by {why}"
             with suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._stop is not None or self._paused,
