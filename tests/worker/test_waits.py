@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -198,3 +199,19 @@ async def test_split_and_wait_histories_replay(app, env, new_worker, publish):
             history = await env.client.get_workflow_handle(workflow_id).fetch_history()
             # A replay that took the other path would issue other commands and fail.
             await replayer.replay_workflow(history)
+
+
+async def test_a_history_recorded_with_the_previous_code_replays():
+    """Recorded by histories/record_main_history.py with the code before this change (split,
+    value_branch, duration and until_date delays, store actions): it must replay unchanged."""
+    saved = json.loads(
+        (Path(__file__).parent / "histories" / "main_legacy_enrollment.json").read_text()
+    )
+    replayer = Replayer(
+        workflows=[EnrollmentWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+    history = WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
