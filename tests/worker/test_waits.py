@@ -15,11 +15,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from test_enrollment_workflow import enroll_one, result_of, until_waiting
 
-from crmflow.activities.models import UnenrollSignal
+from crmflow.activities.models import ScheduledRunInput, UnenrollSignal
 from crmflow.starter import services
 from crmflow.starter._app import App
+from crmflow.store import WorkflowRepository
 from crmflow.triggers import Dispatcher
 from crmflow.worker import EnrollmentWorkflow, workflow_runner
+from crmflow.worker._scheduled import ScheduledRunWorkflow
 
 WAITING = {
     "key": "opened",
@@ -215,3 +217,44 @@ async def test_a_history_recorded_with_the_previous_code_replays():
     history = WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_scheduled_run_enrolls_records_whose_actions_respect_pause_dates(
+    app, env, new_worker, publish
+):
+    """A run of a scheduled workflow (the workflow its Temporal Schedule starts; the test
+    server has no Schedules, so the run is started directly) enrolls through the same
+    interpreter: on a pause date its actions wait for the next day."""
+    today = (await env.get_current_time()).astimezone(UTC).date()
+    scheduled = {
+        "key": "digest",
+        "name": "Digest",
+        "enrollment": {
+            "trigger": "schedule",
+            "criteria": {"property": "email", "op": "known"},
+            "schedule": {"every": "day", "at": "08:00"},
+        },
+        "actions": [{"id": "digest", "type": "send_email", "subject": "Digest", "body": "."}],
+        "settings": {"pause_dates": [today.isoformat()]},
+    }
+    await publish(scheduled, activate=False)
+    with app.sessions.begin() as session:
+        # What `activate` does besides creating the Temporal Schedule.
+        WorkflowRepository(session).set_active("digest", True, now=datetime.now(UTC))
+    services.set_record(app, "contact", "fay", {"email": "fay@example.com"})
+    async with new_worker():
+        run = await env.client.execute_workflow(
+            ScheduledRunWorkflow.run,
+            ScheduledRunInput(workflow_key="digest"),
+            id=f"digest-run-{today}",
+            task_queue=app.settings.task_queue,
+        )
+        assert run.enrolled == 1
+        [enrollment] = services.list_enrollments(app, "digest")
+        await result_of(env, enrollment["temporal_workflow_id"])
+    [message] = services.outbox(app)
+    sent = datetime.fromisoformat(message["sent_at"]).astimezone(UTC)
+    assert sent.date() == today + timedelta(days=1)
+    assert (sent.hour, sent.minute) == (0, 0)
+    [(_, outcome)] = steps(app, "digest")
+    assert "held by a pause date" in outcome

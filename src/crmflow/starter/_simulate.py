@@ -232,8 +232,7 @@ async def _run(
                 await handle.signal(
                     EnrollmentWorkflow.unenroll, UnenrollSignal(reason="simulation horizon")
                 )
-                async with env.time_skipping_unlocked():
-                    await asyncio.wait_for(handle.result(), timeout=30)
+                await asyncio.wait_for(handle.result(), timeout=30)
                 break
             await env.sleep(_CHUNK)
             waited += _CHUNK
