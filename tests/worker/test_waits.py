@@ -258,3 +258,48 @@ async def test_a_scheduled_run_enrolls_records_whose_actions_respect_pause_dates
     assert (sent.hour, sent.minute) == (0, 0)
     [(_, outcome)] = steps(app, "digest")
     assert "held by a pause date" in outcome
+
+
+async def test_value_branch_takes_the_case_of_the_value(app, env, new_worker, publish):
+    routing = {
+        "key": "routing",
+        "name": "Routing",
+        "enrollment": {"trigger": "manual"},
+        "actions": [
+            {
+                "id": "by-plan",
+                "type": "value_branch",
+                "property": "plan",
+                "cases": {"pro": "pro", "10": "ten"},
+                "otherwise": "other",
+            },
+            {
+                "id": "pro",
+                "type": "set_property",
+                "property": "path",
+                "value": "pro",
+                "next": "end",
+            },
+            {
+                "id": "ten",
+                "type": "set_property",
+                "property": "path",
+                "value": "ten",
+                "next": "end",
+            },
+            {"id": "other", "type": "set_property", "property": "path", "value": "other"},
+        ],
+    }
+    await publish(routing)
+    cases = {"p1": "Pro", "p2": 10, "p3": "free", "p4": None}
+    async with new_worker():
+        for record_id, plan in cases.items():
+            services.set_record(app, "contact", record_id, {"plan": plan, "x": 1})
+            await result_of(env, await enroll_one(app, "routing", record_id))
+    paths = {r: services.show_record(app, "contact", r)["properties"]["path"] for r in cases}
+    assert paths == {"p1": "pro", "p2": "ten", "p3": "other", "p4": "other"}
+    outcomes = {
+        e["record_id"]: e["steps"][0]["outcome"] for e in services.list_enrollments(app, "routing")
+    }
+    assert outcomes["p1"] == "plan is 'Pro': case 'pro'"
+    assert outcomes["p4"] == "plan is (unknown): otherwise"
