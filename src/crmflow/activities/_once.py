@@ -70,6 +70,10 @@ def run_once(
                     return result_of(done)
                 write_steps(session, input.steps)
                 result = effect(session)
+                if input.held:
+                    result = result.model_copy(
+                        update={"outcome": f"{result.outcome} ({input.held})"}
+                    )
                 detail = dict(result.detail)
                 if result.failed:
                     detail["failed"] = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zoneinfo
+
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
@@ -10,7 +12,7 @@ from crmflow.definitions import BranchAction, ValueBranchAction, condition_reads
 from crmflow.store import load_snapshot
 
 from ._once import run_once, write_finish, write_steps
-from .models import ActionInput, ActionResult, FinishInput, StepInput
+from .models import ActionInput, ActionResult, FinishInput, StepInput, TimingInput, TimingResult
 
 
 def _display(value: object) -> str:
@@ -60,6 +62,27 @@ class EnrollmentActivities:
                     next=action.otherwise,
                 )
         raise TypeError(f"evaluate_branch cannot run a {action.type} action")
+
+    @activity.defn(name="read_timing")
+    def read_timing(self, input: TimingInput) -> TimingResult:
+        """The record's time zone and date property, read where the store may be read."""
+        ctx = input.context
+        with self.sessions() as session:
+            snapshot = load_snapshot(session, ctx.object_type, ctx.record_id, event_names=())
+        properties = snapshot.properties if snapshot is not None else {}
+        zone_value = properties.get(input.timezone_property) if input.timezone_property else None
+        valid = None
+        if isinstance(zone_value, str) and zone_value.strip():
+            try:
+                zoneinfo.ZoneInfo(zone_value.strip())
+                valid = zone_value.strip()
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                valid = None
+        return TimingResult(
+            timezone=valid,
+            timezone_value=zone_value,
+            date_value=properties.get(input.date_property) if input.date_property else None,
+        )
 
     @activity.defn(name="record_step")
     def record_step(self, input: StepInput) -> None:

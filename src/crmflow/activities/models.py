@@ -81,6 +81,9 @@ class ActionInput(_Model):
     # end of a preceding delay, and the final status when this action is the last one.
     steps: list[StepInput] = Field(default_factory=list)
     finish: FinishInput | None = None
+    held: str | None = Field(
+        default=None, description="Why the action ran later than it came due (execution window)"
+    )
 
 
 class ActionResult(_Model):
@@ -88,6 +91,32 @@ class ActionResult(_Model):
     failed: bool = False
     next: str | None = Field(default=None, description="Chosen target, for branching actions")
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class TimingInput(_Model):
+    """What the interpreter needs from the record to place an action or a delay in time."""
+
+    context: EnrollmentContext
+    timezone_property: str | None = None
+    date_property: str | None = None
+
+
+class TimingResult(_Model):
+    timezone: str | None = Field(
+        default=None, description="The record's own zone, when its property holds a valid one"
+    )
+    timezone_value: Any = Field(default=None, description="The raw timezone property value")
+    date_value: Any = Field(default=None, description="The raw value of `date_property`")
+
+
+class EventSignal(_Model):
+    """An event tracked for the enrolled record, delivered by the dispatcher to enrollments
+    that wait for events of that name."""
+
+    name: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+    event_id: int | None = None
 
 
 class ScheduledRunInput(_Model):

@@ -59,6 +59,6 @@ the calendars: keep both current, and republish schedules after a zone changes i
 from __future__ import annotations
 
 from ._calendars import schedule_spec
-from ._next import LAST_YEAR, next_run_times
+from ._next import LAST_YEAR, next_run_times, wall_instant
 
-__all__ = ["LAST_YEAR", "next_run_times", "schedule_spec"]
+__all__ = ["LAST_YEAR", "next_run_times", "schedule_spec", "wall_instant"]

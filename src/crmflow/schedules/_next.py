@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import calendar
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
@@ -47,16 +47,22 @@ def runs_on(schedule: Schedule, day: date) -> bool:
             assert_never(schedule)
 
 
-def run_instant(schedule: Schedule, day: date, zone: ZoneInfo) -> datetime:
-    """The instant of the run on `day`, in `zone`, with the RFC 5545 rule for DST changes.
+def wall_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """The instant of wall time `at` on `day` in `zone`, with the RFC 5545 rule for DST changes.
 
     `fold=0` gives it: a wall time that occurs twice is its first occurrence (daylight time);
     one that does not exist is read with the offset in force before the change, i.e. moved
-    forward by the length of the gap (02:30 on a spring-forward day runs at 03:30).
+    forward by the length of the gap (02:30 on a spring-forward day is 03:30). Also used by the
+    enrollment interpreter (execution windows, delays), so schedules and actions agree.
     """
-    wall = datetime.combine(day, schedule.at, tzinfo=zone)
+    wall = datetime.combine(day, at, tzinfo=zone)
     # Through UTC so a nonexistent wall time prints as the real one (03:30-04:00, not 02:30-05:00).
     return wall.astimezone(UTC).astimezone(zone)
+
+
+def run_instant(schedule: Schedule, day: date, zone: ZoneInfo) -> datetime:
+    """The instant of the run on `day`, in `zone` (`wall_instant` of its time)."""
+    return wall_instant(day, schedule.at, zone)
 
 
 def next_run_times(

@@ -351,3 +351,17 @@ def print_tasks(tasks: list[dict[str, Any]]) -> None:
             ),
         )
     )
+
+
+def print_simulation(result: Any) -> None:
+    """`simulate`: one line per step with its simulated local time (a `_simulate.Simulation`)."""
+    click.echo(f"{result.key}: simulated from {result.start:%a %Y-%m-%d %H:%M:%S %Z}")
+    for at, event in result.events:
+        click.echo(
+            f"  event {event.name} at {at.astimezone(result.start.tzinfo):%a %Y-%m-%d %H:%M:%S %Z}"
+        )
+    for step in result.steps:
+        outcome = step.outcome or ""
+        click.echo(f"{step.at:%a %Y-%m-%d %H:%M:%S %Z}  {step.action_id} ({step.type}): {outcome}")
+    reason = f" ({result.reason})" if result.reason else ""
+    click.echo(f"status: {result.status}{reason}")

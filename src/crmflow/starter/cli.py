@@ -631,6 +631,45 @@ def tasks(as_json: bool) -> None:
     output.emit(found, as_json, output.print_tasks)
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--set",
+    "assignments",
+    metavar="PROP=VALUE|PROP:=JSON",
+    multiple=True,
+    help="A property of the simulated record (repeatable).",
+)
+@click.option("--start", metavar="ISO", help="When the enrollment begins (default now).")
+@click.option(
+    "--event",
+    "event_specs",
+    metavar="OFFSET:NAME[:PROP=VALUE,...]",
+    multiple=True,
+    help="An event that many hours/days after the start, e.g. 2h:email_opened (repeatable).",
+)
+@json_option
+def simulate(
+    file: Path,
+    assignments: Sequence[str],
+    start: str | None,
+    event_specs: Sequence[str],
+    as_json: bool,
+) -> None:
+    """Run FILE for one made-up record on a private time-skipping server; nothing is sent."""
+    from . import _simulate
+
+    properties = services.parse_assignments(assignments)
+    events = [_simulate.parse_event(spec) for spec in event_specs]
+    result = asyncio.run(
+        _simulate.simulate(file, properties=properties, start=start, events=events)
+    )
+    if as_json:
+        output.print_json([step.as_json() for step in result.steps])
+    else:
+        output.print_simulation(result)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="crmflow")

@@ -20,7 +20,6 @@ from temporalio.service import RPCError
 from crmflow.activities.models import UnenrollSignal
 from crmflow.definitions import (
     DefinitionError,
-    DelayAction,
     Problem,
     WorkflowDefinition,
     load_definition_file,
@@ -161,12 +160,6 @@ def unsupported_features(definition: WorkflowDefinition) -> list[str]:
     for action in definition.actions:
         if action.type not in EXECUTABLE_ACTION_TYPES:
             found.append(f"action '{action.id}' of type {action.type}")
-        elif isinstance(action, DelayAction) and action.kind not in ("duration", "until_date"):
-            found.append(f"action '{action.id}': a delay {action.kind}")
-    settings = definition.settings
-    for name in ("execution_window", "pause_dates", "timezone_property"):
-        if getattr(settings, name):
-            found.append(f"settings.{name}")
     return found
 
 

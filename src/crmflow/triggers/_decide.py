@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crmflow.conditions import RecordSnapshot, evaluate
-from crmflow.definitions import ConditionReads, WorkflowDefinition, condition_reads
+from crmflow.definitions import (
+    ConditionReads,
+    WaitForEventAction,
+    WorkflowDefinition,
+    condition_reads,
+)
 
 from ._starting import refusal
 
@@ -43,6 +48,7 @@ class Trigger:
     activated_change_id: int
     enter: ConditionReads  # criteria + reenroll triggers: may enroll (criteria workflows only)
     leave: ConditionReads  # goal, unenroll_when, criteria when unmet unenrolls, suppression
+    waits: frozenset[str] = frozenset()  # events its wait_for_event actions wait for
 
     @classmethod
     def of(
@@ -68,7 +74,14 @@ class Trigger:
             leave |= condition_reads(settings.unenroll_when)
         if settings.unenroll_when_criteria_unmet and enrollment.criteria is not None:
             leave |= condition_reads(enrollment.criteria)
-        return cls(definition.key, version, definition, active, activated_change_id, enter, leave)
+        # A running enrollment may wait for these: their events reach it like exit rules do.
+        waits = frozenset(
+            action.event for action in definition.actions if isinstance(action, WaitForEventAction)
+        )
+        leave |= ConditionReads(events=waits)
+        return cls(
+            definition.key, version, definition, active, activated_change_id, enter, leave, waits
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 
+from crmflow.activities.models import EventSignal
+from crmflow.conditions import RecordSnapshot
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import (
     ACTIVE_STATUSES,
@@ -31,7 +33,17 @@ from crmflow.store import (
     load_snapshot,
 )
 
-from ._decide import DELETED, ActiveEnrollment, Change, Enroll, Trigger, decide
+from ._decide import (
+    DELETED,
+    EVENT,
+    ActiveEnrollment,
+    Change,
+    Decision,
+    Enroll,
+    Leave,
+    Trigger,
+    decide,
+)
 from ._index import TriggerIndex
 from ._starting import EnrollmentStarter
 
@@ -254,4 +266,37 @@ class Dispatcher:
                 await self.starter.unenroll(
                     [decision.enrollment.temporal_workflow_id], decision.reason
                 )
+        if change.kind == EVENT and snapshot is not None:
+            await self._deliver_event(change, snapshot, leave, decisions)
         return True
+
+    async def _deliver_event(
+        self,
+        change: Change,
+        snapshot: RecordSnapshot,
+        leave: list[tuple[Trigger, ActiveEnrollment]],
+        decisions: list[Decision],
+    ) -> None:
+        """Hand a tracked event to the record's enrollments that may wait for it (they decide
+        whether they wait for it now and whether `where` matches). Enrollments that leave on
+        this change are not told: they end anyway."""
+        left = {d.enrollment.id for d in decisions if isinstance(d, Leave)}
+        waiting = [
+            e.temporal_workflow_id
+            for trigger, e in leave
+            if change.event_name in trigger.waits and e.id not in left
+        ]
+        # The change's event is the last of its name in the snapshot (as in snapshot_before).
+        found = [e for e in snapshot.events if e.name == change.event_name]
+        if not waiting or not found:
+            return
+        event = found[-1]
+        await self.starter.event_tracked(
+            waiting,
+            EventSignal(
+                name=event.name,
+                properties=dict(event.properties),
+                occurred_at=event.occurred_at,
+                event_id=change.event_id,
+            ),
+        )

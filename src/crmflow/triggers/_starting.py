@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from crmflow.activities.models import (
     EnrollmentContext,
     EnrollmentInput,
+    EventSignal,
     GoalMetSignal,
     UnenrollSignal,
 )
@@ -313,6 +314,11 @@ class EnrollmentStarter:
         signal = UnenrollSignal(reason=reason)
         return await self.signal_all(
             workflow_ids, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal)
+        )
+
+    async def event_tracked(self, workflow_ids: Iterable[str], signal: EventSignal) -> int:
+        return await self.signal_all(
+            workflow_ids, lambda h: h.signal(EnrollmentWorkflow.event_tracked, signal)
         )
 
     async def goal_met(self, workflow_ids: Iterable[str], detail: str) -> int:

@@ -7,7 +7,7 @@ publish never changes a running enrollment.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
@@ -25,15 +25,28 @@ with workflow.unsafe.imports_passed_through():
         EnrollmentInput,
         EnrollmentResult,
         EnrollmentStatus,
+        EventSignal,
         FinishInput,
         GoalMetSignal,
         StepInput,
+        TimingInput,
+        TimingResult,
         UnenrollSignal,
     )
     from crmflow.activities.records import RecordActivities
-    from crmflow.definitions import Action, DelayAction, SplitAction
+    from crmflow.conditions import EventSnapshot, RecordSnapshot, evaluate
+    from crmflow.definitions import (
+        Action,
+        DelayAction,
+        EventFilter,
+        SplitAction,
+        SplitPath,
+        WaitForEventAction,
+        format_duration,
+    )
 
     from . import _search_attributes as sa
+    from . import _time
     from ._policies import BOOKKEEPING, STORE_ACTION
 
 END = "end"
@@ -56,7 +69,7 @@ _ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], ActionResult]] = {
 _BRANCHING = {"branch", "value_branch"}
 
 # Executed in the workflow itself (no activity).
-_IN_WORKFLOW = {"delay", "split"}
+_IN_WORKFLOW = {"delay", "split", "wait_for_event"}
 
 EXECUTABLE_ACTION_TYPES = frozenset(_ACTIVITY_OF) | _IN_WORKFLOW
 
@@ -71,6 +84,9 @@ class EnrollmentWorkflow:
         # store write instead of in a round trip of their own.
         self._pending: list[StepInput] = []
         self._finished = False
+        # The wait_for_event step in progress, and whether its event arrived.
+        self._waiting_for: WaitForEventAction | None = None
+        self._event: EventSignal | None = None
 
     @workflow.signal
     def unenroll(self, signal: UnenrollSignal) -> None:
@@ -81,6 +97,24 @@ class EnrollmentWorkflow:
     def goal_met(self, signal: GoalMetSignal) -> None:
         if self._stop is None:
             self._stop = ("goal_met", signal.detail or "goal met")
+
+    @workflow.signal
+    def event_tracked(self, signal: EventSignal) -> None:
+        # Only events that arrive while the wait is in progress count (README: time and flow).
+        wait = self._waiting_for
+        if wait is None or self._event is not None or signal.name != wait.event:
+            return
+        snapshot = RecordSnapshot(
+            object_type="event",
+            id="event",
+            events=[
+                EventSnapshot(
+                    name=signal.name, occurred_at=signal.occurred_at, properties=signal.properties
+                )
+            ],
+        )
+        if evaluate(EventFilter(event=wait.event, where=wait.where), snapshot, now=workflow.now()):
+            self._event = signal
 
     @workflow.signal
     def pause(self) -> None:
@@ -148,6 +182,13 @@ class EnrollmentWorkflow:
             return await self._delay(input, action)
         if isinstance(action, SplitAction):
             return await self._split(input, action)
+        if isinstance(action, WaitForEventAction):
+            return await self._wait_for_event(input, action)
+        held = None
+        if action.type not in _BRANCHING:
+            held = await self._window(input)
+            if held is False:
+                return END  # stopped during the wait: the loop ends the enrollment
         # The last action of a path (statically known unless it branches) also stores the final
         # status, in the same transaction as its effect.
         last = action.type not in _BRANCHING and input.definition.next_of(action.id) == END
@@ -161,6 +202,7 @@ class EnrollmentWorkflow:
                     at=workflow.now(),
                     steps=pending,
                     finish=self._finish(input, "completed", None) if last else None,
+                    held=held or None,
                 ),
                 summary=action.summary(),
                 **STORE_ACTION,
@@ -175,11 +217,80 @@ class EnrollmentWorkflow:
         self._finished = last
         return result.next
 
+    async def _timing(
+        self, input: EnrollmentInput, *, date_property: str | None = None
+    ) -> tuple[ZoneInfo, TimingResult | None]:
+        """The zone to place an action or delay in (the record's own with `timezone_property`,
+        else the workflow's) and, for until_property, the property's value. Reads the store
+        only when the definition needs the record: no command otherwise."""
+        settings = input.definition.settings
+        if settings.timezone_property is None and date_property is None:
+            return ZoneInfo(settings.timezone), None
+        timing: TimingResult = await workflow.execute_local_activity_method(
+            EnrollmentActivities.read_timing,
+            TimingInput(
+                context=input.context,
+                timezone_property=settings.timezone_property,
+                date_property=date_property,
+            ),
+            summary="read "
+            + ", ".join(n for n in (settings.timezone_property, date_property) if n),
+            **BOOKKEEPING,
+        )
+        return _time.zone_of(timing.timezone, settings.timezone), timing
+
+    async def _window(self, input: EnrollmentInput) -> str | bool | None:
+        """Hold an action that came due outside the execution window or on a pause date until
+        the next allowed moment. Returns why it was held (None: it was not; False: the
+        enrollment was stopped meanwhile). No command without a window or pause dates."""
+        settings = input.definition.settings
+        if settings.execution_window is None and not settings.pause_dates:
+            return None
+        due = workflow.now()
+        held: str | None = None
+        while True:
+            if await self._hold():
+                return False
+            zone, _ = await self._timing(input)
+            now = workflow.now()
+            allowed = _time.next_allowed(
+                now, zone=zone, window=settings.execution_window, pause_dates=settings.pause_dates
+            )
+            if allowed <= now:
+                return held
+            paused = now.astimezone(zone).date() in settings.pause_dates
+            why = "a pause date" if paused else "the execution window"
+            held = f"came due {_time.show(due, zone)}, held by {why}"
+            with suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._stop is not None or self._paused,
+                    timeout=allowed - now,
+                    timeout_summary=f"execution window: until {_time.show(allowed, zone)}",
+                )
+
     async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
         started = workflow.now()
-        wake = _wake_time(action, started, input.definition.settings.timezone)
+        settings = input.definition.settings
+        needs_record = action.kind in ("until_property", "until_weekday", "until_time") or (
+            action.kind == "until_date"
+            and action.until_date is not None
+            and action.until_date.tzinfo is None
+        )
+        if needs_record:
+            zone, timing = await self._timing(input, date_property=action.until_property)
+        else:
+            zone, timing = ZoneInfo(settings.timezone), None
+        computed = _time.wake_time(
+            action, started, zone, property_value=timing.date_value if timing else None
+        )
+        if computed.at is None:
+            outcome = f"{computed.problem}: continued at once"
+            await self._record(input, action, started, outcome)
+            return None
+        wake = computed.at
         # Stored at once, so `enrollments` shows what the enrollment waits for.
-        waiting = f"waiting until {wake.isoformat()}" if wake > started else None
+        shown = _time.show(wake, zone) if action.kind != "duration" else wake.isoformat()
+        waiting = f"waiting until {shown}" if wake > started else None
         await self._record(input, action, started, waiting, finished=False)
         if wake > started:
             # The timer ends the wait unless an unenrollment or the goal ends it first.
@@ -192,22 +303,44 @@ class EnrollmentWorkflow:
         if self._stop is not None:
             outcome = f"interrupted: {self._stop[0]}"
         elif wake <= started:
-            outcome = f"date {wake.isoformat()} already past: continued at once"
+            outcome = f"date {shown} already past: continued at once"
         else:
-            outcome = f"waited until {wake.isoformat()}"
+            outcome = f"waited until {shown}"
         self._pending.append(self._step(input, action, started, outcome))
         return None
 
+    async def _wait_for_event(
+        self, input: EnrollmentInput, action: WaitForEventAction
+    ) -> str | None:
+        started = workflow.now()
+        self._waiting_for, self._event = action, None
+        zone = ZoneInfo(input.definition.settings.timezone)
+        until = f" until {_time.show(started + action.timeout, zone)}" if action.timeout else ""
+        await self._record(
+            input, action, started, f"waiting for {action.event}{until}", finished=False
+        )
+        with suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._stop is not None or self._event is not None,
+                timeout=action.timeout,
+                timeout_summary=action.summary(),
+            )
+        event, self._waiting_for, self._event = self._event, None, None
+        if self._stop is not None:
+            outcome, chosen = f"interrupted: {self._stop[0]}", None
+        elif event is not None:
+            outcome, chosen = f"event {event.name} received", None
+        else:
+            assert action.timeout is not None
+            target = action.on_timeout or input.definition.next_of(action.id)
+            outcome = f"no {action.event} within {format_duration(action.timeout)}: -> {target}"
+            chosen = action.on_timeout
+        self._pending.append(self._step(input, action, started, outcome))
+        return chosen
+
     async def _split(self, input: EnrollmentInput, action: SplitAction) -> str:
         # workflow.random() is seeded per run: a replay takes the same path.
-        draw = workflow.random().random() * 100
-        total = 0.0
-        chosen = action.paths[-1]
-        for path in action.paths:
-            total += path.percent
-            if draw < total:
-                chosen = path
-                break
+        chosen = choose_path(action.paths, workflow.random().random())
         index = action.paths.index(chosen) + 1
         await self._record(
             input, action, workflow.now(), f"path {index} ({chosen.percent}%) -> {chosen.next}"
@@ -256,12 +389,11 @@ class EnrollmentWorkflow:
         self._pending = []
 
 
-def _wake_time(action: DelayAction, now: datetime, timezone: str) -> datetime:
-    if action.duration is not None:
-        return now + action.duration
-    if action.until_date is not None:
-        # A date without an offset is in the workflow's time zone.
-        if action.until_date.tzinfo is None:
-            return action.until_date.replace(tzinfo=ZoneInfo(timezone))
-        return action.until_date
-    raise ValueError(f"delay '{action.id}': a {action.kind} delay is not executable yet")
+def choose_path(paths: Sequence[SplitPath], draw: float) -> SplitPath:
+    """The path a uniform draw in [0, 1) falls on, the percents laid end to end."""
+    point, total = draw * 100, 0.0
+    for path in paths:
+        total += path.percent
+        if point < total:
+            return path
+    return paths[-1]

