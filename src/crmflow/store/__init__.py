@@ -10,6 +10,7 @@ from ._enrollments import (
 )
 from ._messages import OutboxRepository, TaskRepository
 from ._records import (
+    AssociationRepository,
     EventRepository,
     ListRepository,
     RecordNotFound,
@@ -29,6 +30,7 @@ from ._tables import (
     ListMembership,
     OutboxMessage,
     Record,
+    RecordAssociation,
     RecordChange,
     RecordList,
     Task,
@@ -41,6 +43,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "ENDED_STATUSES",
     "AlreadyEnrolled",
+    "AssociationRepository",
     "ChangeRepository",
     "changed_properties",
     "RecordChange",
@@ -56,6 +59,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxRepository",
     "Record",
+    "RecordAssociation",
     "RecordList",
     "RecordNotFound",
     "RecordRepository",

@@ -78,12 +78,14 @@ class EnrollmentStarter:
         *,
         source: str,
         trigger_change_id: int | None = None,
+        origin: str | None = None,
         snapshot: RecordSnapshot | None = None,
     ) -> EnrollOutcome:
         """Create the enrollment row, then its Temporal workflow. Idempotent for a trigger
         change: dispatching the same change again finds its enrollment and (re)starts the same
-        workflow id, which Temporal refuses to run twice. `snapshot`: the record as the caller
-        just read it (with the events the workflow's goal reads), saving a second read."""
+        workflow id, which Temporal refuses to run twice. Idempotent likewise for an `origin`
+        (the enroll_in_workflow step that asks for the enrollment). `snapshot`: the record as
+        the caller just read it (with the events the workflow's goal reads), saving a read."""
         key, object_type = definition.key, definition.object_type
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
@@ -91,6 +93,8 @@ class EnrollmentStarter:
             enrollment = (
                 enrollments.by_trigger(key, trigger_change_id)
                 if trigger_change_id is not None
+                else enrollments.by_origin(key, origin)
+                if origin is not None
                 else None
             )
             redo = enrollment is not None
@@ -117,6 +121,7 @@ class EnrollmentStarter:
                         source=source,
                         now=now,
                         trigger_change_id=trigger_change_id,
+                        origin=origin,
                     )
                 except AlreadyEnrolled as exc:
                     return EnrollOutcome(record_id, False, str(exc))
@@ -150,7 +155,7 @@ class EnrollmentStarter:
         except Exception as exc:
             # A dispatched change is retried (its row is reused); any other enrollment would
             # otherwise look running forever with no workflow behind it.
-            if trigger_change_id is None:
+            if trigger_change_id is None and origin is None:
                 self._failed(enrollment.id, f"could not start: {exc}")
             raise
         await self.unenroll([e.temporal_workflow_id for e in others], f"enrolled in '{key}'")
