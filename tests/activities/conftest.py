@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -134,10 +135,12 @@ class Mailbox:
 
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = Mailbox(port=port)
+    controller = Controller(box, hostname="127.0.0.1", port=port)
     controller.start()
-    box.port = controller.server.sockets[0].getsockname()[1]
     yield box
     controller.stop()
 
