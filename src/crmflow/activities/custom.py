@@ -167,6 +167,8 @@ class CustomActivities:
                 failed=True,
             )
         records.update(ctx.object_type, ctx.record_id, dict(updates), now=input.at)
+        # Still inside the transaction: dying here rolls the updates back with the step.
+        self.checkpoint("after_effect", input)
         changed = ", ".join(sorted(updates)) or "nothing"
         return ActionResult(
             outcome=f"custom {action.handler}: updated {changed}", detail={"updates": dict(updates)}
