@@ -12,8 +12,8 @@ from sqlalchemy import select
 from tests_support import enroll_one, result_of, steps_of
 
 from crmflow.activities import custom as custom_module
-from crmflow.activities.config import ConfigError, OutwardSettings
-from crmflow.activities.custom import HandlerRegistry, parse_actions_setting
+from crmflow.activities.config import ConfigError, OutwardSettings, parse_actions_setting
+from crmflow.activities.custom import HandlerRegistry
 from crmflow.starter import services
 from crmflow.store import AssociationRepository, RecordChange
 

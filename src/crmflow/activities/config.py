@@ -43,7 +43,7 @@ class OutwardSettings:
             smtp=_smtp(env),
             allow_private_webhooks=_flag(env, "CRMFLOW_ALLOW_PRIVATE_WEBHOOKS"),
             webhook_rate=_rate(env),
-            actions=env.get("CRMFLOW_ACTIONS") or None,
+            actions=_actions(env),
         )
 
 
@@ -96,3 +96,24 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
         password=env.get("CRMFLOW_SMTP_PASSWORD") or None,
         sender=env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}",
     )
+
+
+def _actions(env: Mapping[str, str]) -> str | None:
+    spec = env.get("CRMFLOW_ACTIONS") or None
+    parse_actions_setting(spec)  # checked now: a typo stops the worker, not an action later
+    return spec
+
+
+def parse_actions_setting(spec: str | None) -> dict[str, str]:
+    """`name=module:function,...` -> {name: target}; ConfigError naming CRMFLOW_ACTIONS."""
+    targets: dict[str, str] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, target = item.partition("=")
+        name, target = name.strip(), target.strip()
+        if not sep or not name or ":" not in target:
+            raise ConfigError(f"CRMFLOW_ACTIONS: {item!r} is not name=module:function")
+        targets[name] = target
+    return targets

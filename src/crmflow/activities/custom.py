@@ -27,7 +27,7 @@ from crmflow.definitions import CustomAction
 from crmflow.store import RecordRepository
 
 from ._once import Checkpoint, idempotency_key, no_checkpoint, run_once
-from .config import ConfigError
+from .config import parse_actions_setting
 from .models import ActionInput, ActionResult, EnrollmentContext
 
 ENTRY_POINT_GROUP = "crmflow.actions"
@@ -60,21 +60,6 @@ def _load(target: str) -> Handler:
     if not callable(obj):
         raise ValueError(f"{target} is not callable")
     return obj  # type: ignore[no-any-return]
-
-
-def parse_actions_setting(spec: str | None) -> dict[str, str]:
-    """`name=module:function,...` -> {name: target}; ConfigError naming CRMFLOW_ACTIONS."""
-    targets: dict[str, str] = {}
-    for item in (spec or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, target = item.partition("=")
-        name, target = name.strip(), target.strip()
-        if not sep or not name or ":" not in target:
-            raise ConfigError(f"CRMFLOW_ACTIONS: {item!r} is not name=module:function")
-        targets[name] = target
-    return targets
 
 
 class HandlerRegistry:

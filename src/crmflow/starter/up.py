@@ -133,6 +133,7 @@ async def run_up(
     """Dev server, store and worker in one process, until SIGINT/SIGTERM.
 
     `open_app` is the CLI's (it turns an unusable database URL into a user error)."""
+    outward_settings()  # bad settings stop `up` before it starts a server
     with stop_on_signals() as stop:
         server = DevServer(
             state_dir=STATE_DIR, port=temporal_port, ui_port=ui_port, namespace=settings.namespace
