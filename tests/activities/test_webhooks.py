@@ -223,3 +223,37 @@ def test_rate_limiter_spaces_requests_per_key_without_dropping():
     assert delays[3] == pytest.approx(0.75, abs=0.05)
     assert limiter.delay("b") == 0
     assert RateLimiter(None).delay("a") == 0
+
+
+async def test_a_long_rate_limit_queue_retries_later_instead_of_timing_out():
+    limiter = RateLimiter(1, max_wait=2)
+    booked = [limiter.delay("a") for _ in range(3)]
+    assert booked[0] == 0 and booked[2] > booked[1] > 0
+    with pytest.raises(ApplicationError) as later:
+        await limiter.wait("a")
+    assert later.value.next_retry_delay is not None
+    assert later.value.next_retry_delay > timedelta(seconds=2)
+    assert not later.value.non_retryable
+
+
+async def test_the_request_goes_to_the_checked_address_with_the_name_as_host(
+    app, env, new_worker, publish, receiver, monkeypatch
+):
+    """With the address check on, the worker connects to the address it checked, never to a
+    second DNS answer: a name that does not resolve at all reaches the receiver, because the
+    (patched) check answered 127.0.0.1. The name stays in the Host header."""
+    from crmflow.activities import webhooks
+
+    checked: list[tuple[str, int]] = []
+
+    async def check(host: str, port: int) -> str:
+        checked.append((host, port))
+        return "127.0.0.1"
+
+    monkeypatch.setattr(webhooks, "checked_address", check)
+    url = f"http://crmflow-test.invalid:{receiver.port}/ok"
+    outcome = await run_hook(app, env, new_worker, publish, hook(url), outward=OutwardSettings())
+    assert outcome == f"POST {url}: 200"
+    assert checked == [("crmflow-test.invalid", receiver.port)]
+    [request] = receiver.requests
+    assert request.headers["host"] == f"crmflow-test.invalid:{receiver.port}"

@@ -132,7 +132,7 @@ class CustomActivities:
                 params=dict(action.params),
                 enrollment=ctx,
                 action_id=action.id,
-                idempotency_key=idempotency_key(activity.info().workflow_id, action.id),
+                idempotency_key=idempotency_key(activity.info().workflow_id or "", action.id),
                 at=input.at,
             )
         )

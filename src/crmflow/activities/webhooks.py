@@ -136,23 +136,35 @@ def classify(response: httpx.Response, *, label: str) -> ActionResult:
 
 class RateLimiter:
     """At most `rate` requests per second per key, in this worker process; callers wait their
-    turn (in arrival order) instead of being dropped."""
+    turn (in arrival order) instead of being dropped. A turn further away than `max_wait` is not
+    waited for in the activity: the attempt ends with a retryable error whose next retry comes
+    when the turn would, so a backlog never times an attempt out."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, *, max_wait: float = 30.0) -> None:
         self.interval = 1.0 / rate if rate else 0.0
+        self.max_wait = max_wait
         self._next: dict[str, float] = {}
 
     def delay(self, key: str) -> float:
-        """Book the next slot of `key`; returns how long to wait for it."""
+        """Book the next slot of `key` and return how long to wait for it; a slot further than
+        `max_wait` away is not booked, and its (negated) distance is returned."""
         if not self.interval:
             return 0.0
         now = time.monotonic()
         slot = max(now, self._next.get(key, now))
+        if slot - now > self.max_wait:
+            return -(slot - now)
         self._next[key] = slot + self.interval
         return slot - now
 
     async def wait(self, key: str) -> None:
         delay = self.delay(key)
+        if delay < 0:
+            raise ApplicationError(
+                f"webhook rate limit of workflow {key}: {-delay:.0f}s of requests queued",
+                type="WebhookRateLimited",
+                next_retry_delay=timedelta(seconds=-delay),
+            )
         if delay > 0:
             await asyncio.sleep(delay)
 
@@ -181,7 +193,7 @@ class WebhookActivities:
         done = await asyncio.to_thread(self._stored, input)
         if done is not None:
             return done
-        key = idempotency_key(activity.info().workflow_id, action.id)
+        key = idempotency_key(activity.info().workflow_id or "", action.id)
         try:
             result = await self._deliver(input, action, key)
         except Refused as exc:

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
 END = "end"
 
 # Which activity runs which action type: the interpreter dispatches on this table.
-_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], ActionResult]] = {
+_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], Any]] = {
     "set_property": RecordActivities.update_record,
     "copy_property": RecordActivities.update_record,
     "clear_property": RecordActivities.update_record,
