@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from tests_support import enroll_one, result_of, steps_of
 
@@ -21,6 +22,7 @@ from crmflow.activities.webhooks import (
     retry_after,
 )
 from crmflow.starter import services
+from crmflow.store import Enrollment, EnrollmentRepository
 
 ALLOW = OutwardSettings(allow_private_webhooks=True)
 
@@ -87,6 +89,10 @@ async def test_5xx_is_retried_with_the_same_idempotency_key(
     outcome = await run_hook(app, env, new_worker, publish, hook(receiver.url("/flaky")))
     assert outcome.endswith(": 200")
     assert len(receiver.requests) == 3
+    with app.sessions() as session:
+        [enrollment] = session.scalars(select(Enrollment)).all()
+        step = EnrollmentRepository(session).step(enrollment.id, "call")
+        assert step.detail == {"status": 200, "attempt": 3}
     assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 1
 
 

@@ -198,6 +198,9 @@ class WebhookActivities:
             result = await self._deliver(input, action, key)
         except Refused as exc:
             result = ActionResult(outcome=f"failed: {exc}", failed=True)
+        result = result.model_copy(
+            update={"detail": {**result.detail, "attempt": activity.info().attempt}}
+        )
         return await asyncio.to_thread(run_once, self.sessions, input, lambda session: result)
 
     def _stored(self, input: ActionInput) -> ActionResult | None:
@@ -226,7 +229,10 @@ class WebhookActivities:
             except TemplateProblem as exc:
                 raise Refused(str(exc)) from None
 
-        url = httpx.URL(text(action.url).strip())
+        try:
+            url = httpx.URL(text(action.url).strip())
+        except httpx.InvalidURL as exc:
+            raise Refused(f"invalid URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise Refused(f"{url} is not an http:// or https:// URL")
         headers = {name: resolve_env(v, self.env, text) for name, v in action.headers.items()}

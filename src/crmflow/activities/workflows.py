@@ -107,8 +107,7 @@ class WorkflowActivities:
                 return {
                     key: e.temporal_workflow_id
                     for key in action.workflows
-                    if key != ctx.workflow_key
-                    and (e := enrollments.active_for(key, ctx.object_type, ctx.record_id))
+                    if (e := enrollments.active_for(key, ctx.object_type, ctx.record_id))
                 }
 
         targets = await asyncio.to_thread(running)
