@@ -83,8 +83,9 @@ async def checked_address(host: str, port: int) -> str:
     addresses = [str(info[4][0]) for info in infos]
     refused = [a for a in addresses if forbidden_address(a)]
     if refused:
+        what = "is" if refused[0] == host else f"resolves to {refused[0]},"
         raise Refused(
-            f"{host} resolves to a private, loopback or link-local address ({refused[0]}): "
+            f"{host} {what} a private, loopback or link-local address: "
             "refused (CRMFLOW_ALLOW_PRIVATE_WEBHOOKS=1 allows it)"
         )
     return addresses[0]
