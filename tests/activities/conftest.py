@@ -106,10 +106,14 @@ class Mailbox:
     port: int = 0
     messages: list[Any] = field(default_factory=list)  # email.message.Message
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
+    defer_once: set[str] = field(default_factory=set)  # recipients answered 451 the first time
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if address in self.refuse:
             return "550 no such user"
+        if address in self.defer_once:
+            self.defer_once.discard(address)
+            return "451 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

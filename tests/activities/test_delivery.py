@@ -80,6 +80,19 @@ async def test_a_refused_recipient_is_a_recorded_failure(app, env, new_worker, p
     assert tell["To"] == "sales@example.com"
 
 
+async def test_a_deferred_recipient_is_retried_and_delivered_once(
+    app, env, new_worker, publish, mailbox
+):
+    mailbox.defer_once.add("ann@example.com")
+    await publish(MAILS)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    async with new_worker(outward=OutwardSettings(smtp=smtp_of(mailbox))):
+        await result_of(env, await enroll_one(app, "mails", "ann"))
+    assert steps_of(app, "mails")["welcome"].endswith("(sent over SMTP)")
+    assert [m["To"] for m in mailbox.messages] == ["ann@example.com", "sales@example.com"]
+    assert statuses(app) == {"welcome": "sent", "tell": "sent"}
+
+
 async def test_without_smtp_settings_the_outbox_is_the_delivery(app, env, new_worker, publish):
     await publish(MAILS)
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
