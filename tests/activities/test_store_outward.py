@@ -188,3 +188,37 @@ def test_the_actions_setting_is_checked():
         parse_actions_setting("a=module_without_function")
     with pytest.raises(ConfigError, match="CRMFLOW_ACTIONS"):
         parse_actions_setting("justaname")
+
+
+async def test_a_dry_run_worker_sends_nothing_and_says_what_it_would_do(
+    app, env, new_worker, publish, receiver, mailbox
+):
+    """What `simulate` uses: no request, no SMTP, no handler call."""
+    from crmflow.activities.config import SmtpSettings
+
+    custom_handlers.calls.clear()
+    await publish(
+        manual(
+            "dry",
+            [
+                {"id": "hook", "type": "webhook", "url": receiver.url("/ok")},
+                {"id": "mail", "type": "send_email", "subject": "Hi", "body": "Hello"},
+                {"id": "score", "type": "custom", "handler": "score"},
+            ],
+        )
+    )
+    services.set_record(app, "contact", "ann", {"email": "ann@example.com"})
+    outward = OutwardSettings(
+        smtp=SmtpSettings(host=mailbox.host, port=mailbox.port),
+        allow_private_webhooks=True,
+        actions=HANDLERS,
+        dry_run=True,
+    )
+    async with new_worker(outward=outward):
+        await result_of(env, await enroll_one(app, "dry", "ann"))
+    steps = steps_of(app, "dry")
+    assert steps["hook"] == f"simulated: POST {receiver.url('/ok')} (not sent)"
+    assert steps["mail"] == "email to ann@example.com: Hi"
+    assert steps["score"] == "simulated: custom score (not run)"
+    assert receiver.requests == [] and mailbox.messages == [] and custom_handlers.calls == []
+    assert "score" not in services.show_record(app, "contact", "ann")["properties"]

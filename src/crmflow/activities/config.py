@@ -36,6 +36,9 @@ class OutwardSettings:
     webhook_rate: float | None = None
     # CRMFLOW_ACTIONS: "name=module:function,..." (custom action handlers).
     actions: str | None = None
+    # `simulate`: nothing leaves the worker (no request, no SMTP, no custom handler is called);
+    # steps say what would have happened.
+    dry_run: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OutwardSettings:

@@ -91,9 +91,11 @@ class CustomActivities:
         registry: HandlerRegistry,
         *,
         checkpoint: Checkpoint | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.sessions = sessions
         self.registry = registry
+        self.dry_run = dry_run
         self.checkpoint = checkpoint or no_checkpoint
 
     @activity.defn(name="run_custom_action")
@@ -123,6 +125,8 @@ class CustomActivities:
             return ActionResult(
                 outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True
             )
+        if self.dry_run:
+            return ActionResult(outcome=f"simulated: custom {action.handler} (not run)")
         self.checkpoint("before_effect", input)
         updates = handler(
             CustomActionContext(

@@ -179,9 +179,11 @@ class WebhookActivities:
         rate: float | None = None,
         env: Mapping[str, str] | None = None,
         checkpoint: Checkpoint | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.sessions = sessions
         self.allow_private = allow_private
+        self.dry_run = dry_run
         self.limiter = RateLimiter(rate)
         self.env = env if env is not None else os.environ
         self.checkpoint = checkpoint or no_checkpoint
@@ -243,6 +245,8 @@ class WebhookActivities:
         if content is not None and not any(h.lower() == "content-type" for h in headers):
             headers["Content-Type"] = "application/json"
         label = f"{action.method} {url.copy_with(query=None)}"
+        if self.dry_run:
+            return ActionResult(outcome=f"simulated: {label} (not sent)")
         target, extensions = url, {}
         if not self.allow_private:
             address = await checked_address(url.host, url.port or _default_port(url))

@@ -71,17 +71,21 @@ def build_worker(
     outward: OutwardSettings | None = None,
 ) -> Worker:
     """`outward`: SMTP, webhook and custom action settings (default: outbox only, private
-    webhook addresses refused, no rate limit, entry-point handlers only)."""
+    webhook addresses refused, no rate limit, entry-point handlers only). `simulate` passes
+    `OutwardSettings(dry_run=True)`: nothing leaves the worker."""
     outward = outward or OutwardSettings()
     records = RecordActivities(sessions)
-    messages = MessageActivities(sessions, smtp=outward.smtp)
+    messages = MessageActivities(sessions, smtp=None if outward.dry_run else outward.smtp)
     enrollments = EnrollmentActivities(sessions)
     scheduling = SchedulingActivities(sessions, client, task_queue)
     webhooks = WebhookActivities(
-        sessions, allow_private=outward.allow_private_webhooks, rate=outward.webhook_rate
+        sessions,
+        allow_private=outward.allow_private_webhooks,
+        rate=outward.webhook_rate,
+        dry_run=outward.dry_run,
     )
     workflows = WorkflowActivities(sessions, client, task_queue)
-    custom = CustomActivities(sessions, HandlerRegistry(outward.actions))
+    custom = CustomActivities(sessions, HandlerRegistry(outward.actions), dry_run=outward.dry_run)
     return Worker(
         client,
         task_queue=task_queue,
