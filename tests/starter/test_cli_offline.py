@@ -358,3 +358,30 @@ def test_unexpected_error_is_one_line_unless_debugging(
     )
     debug = CliRunner().invoke(cli, args, env={"CRMFLOW_DEBUG": "1"})
     assert isinstance(debug.exception, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        (
+            {"CRMFLOW_SMTP_HOST": "mail.example.com", "CRMFLOW_SMTP_PORT": "abc"},
+            "CRMFLOW_SMTP_PORT",
+        ),
+        ({"CRMFLOW_WEBHOOK_RATE": "fast"}, "CRMFLOW_WEBHOOK_RATE"),
+        ({"CRMFLOW_ACTIONS": "nonsense"}, "CRMFLOW_ACTIONS"),
+    ],
+)
+@pytest.mark.parametrize("command", ["worker", "up"])
+def test_bad_outward_settings_stop_the_worker_with_one_line(
+    tmp_path: Path, env: dict[str, str], variable: str, command: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'crmflow.db'}"
+    result = CliRunner().invoke(
+        cli,
+        ["--db", db, "--temporal", "127.0.0.1:1", command],
+        env={**env, "CRMFLOW_DEBUG": None},
+    )
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"crmflow: {variable}")
+    assert "Traceback" not in result.output

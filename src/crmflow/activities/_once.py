@@ -7,6 +7,7 @@ step and returns its stored result instead of acting twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -16,6 +17,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from crmflow.store import EnrollmentRepository, EnrollmentStep, StepWrite
 
 from .models import ActionInput, ActionResult, FinishInput, StepInput
+
+# Called by outward activities at "before_effect" and "after_effect" (between the effect and the
+# step row): tests make the worker die there.
+Checkpoint = Callable[[str, ActionInput], None]
+
+
+def idempotency_key(workflow_id: str, action_id: str) -> str:
+    """Stable across every attempt of one action of one enrollment (one Temporal workflow id)."""
+    digest = hashlib.sha256(f"{workflow_id}\x00{action_id}".encode()).hexdigest()
+    return f"crmflow-{digest[:40]}"
+
+
+def no_checkpoint(point: str, input: ActionInput) -> None:
+    return None
 
 
 def result_of(step: EnrollmentStep) -> ActionResult:

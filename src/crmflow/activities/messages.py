@@ -1,15 +1,40 @@
-"""Activities that produce messages and tasks: the outbox and the task list."""
+"""Activities that produce messages and tasks: the outbox, SMTP delivery and the task list.
+
+Without SMTP settings an email is a row of the outbox, written with its step in one transaction
+(exactly once). With SMTP (CRMFLOW_SMTP_HOST) the send cannot join that transaction, so:
+1. the message (with its Message-ID) is stored in the outbox as `sending`, and committed;
+2. it is sent over SMTP;
+3. the outbox row becomes `sent` and the step row is written, in one transaction.
+A retry that finds the step returns it (nothing sent again). A retry that finds a `sending` row
+sends that same stored message again, with the same Message-ID: it was either never sent (the
+crash fell before the send) or accepted by the server a moment before the crash; only the second
+case delivers twice, and the copies carry one Message-ID.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from crmflow.definitions import CreateTaskAction, NotifyAction, SendEmailAction
-from crmflow.store import OutboxMessage, OutboxRepository, RecordRepository, Task, TaskRepository
+from crmflow.store import (
+    EnrollmentRepository,
+    OutboxMessage,
+    OutboxRepository,
+    RecordRepository,
+    Task,
+    TaskRepository,
+)
 from crmflow.templates import TemplateProblem, render
 
-from ._once import run_once
+from ._once import Checkpoint, no_checkpoint, result_of, run_once
+from .config import SmtpSettings
 from .models import ActionInput, ActionResult, EnrollmentContext
 
 
@@ -23,13 +48,66 @@ def _looks_like_address(text: str) -> bool:
     return bool(local) and "." in domain and " " not in text and not domain.startswith(".")
 
 
+class PermanentSmtpError(Exception):
+    """The server refused the message for good (a 5xx reply)."""
+
+
+def smtp_message(smtp: SmtpSettings, outbox: OutboxMessage) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = smtp.sender
+    message["To"] = outbox.to
+    message["Subject"] = outbox.subject
+    message["Message-ID"] = outbox.message_id
+    message["Date"] = format_datetime(outbox.sent_at)
+    message.set_content(outbox.body)
+    return message
+
+
+async def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
+    """Send one message; PermanentSmtpError for a 5xx, ApplicationError (retryable) otherwise."""
+    try:
+        await aiosmtplib.send(
+            message,
+            hostname=smtp.host,
+            port=smtp.port,
+            username=smtp.user,
+            password=smtp.password,
+            use_tls=smtp.tls == "tls",
+            start_tls=smtp.tls == "starttls",
+            timeout=smtp.timeout,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [error.code for error in exc.recipients]
+        if codes and all(code >= 500 for code in codes):
+            raise PermanentSmtpError(f"recipient refused: {exc.recipients[0].message}") from None
+        raise ApplicationError(f"SMTP: recipient deferred: {exc}", type="SmtpDeferred") from None
+    except aiosmtplib.SMTPResponseException as exc:
+        if exc.code >= 500:
+            raise PermanentSmtpError(f"{exc.code} {exc.message}") from None
+        raise ApplicationError(f"SMTP: {exc.code} {exc.message}", type="SmtpDeferred") from None
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        raise ApplicationError(
+            f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}", type="SmtpConnection"
+        ) from None
+
+
 class MessageActivities:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        smtp: SmtpSettings | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.smtp = smtp
+        self.checkpoint = checkpoint or no_checkpoint
 
     @activity.defn(name="send_email")
     def send_email(self, input: ActionInput) -> ActionResult:
-        return run_once(self.sessions, input, lambda session: self._send(session, input))
+        if self.smtp is not None:
+            return self._deliver(self.smtp, input)
+        return run_once(self.sessions, input, lambda session: self._to_outbox(session, input))
 
     @activity.defn(name="create_task")
     def create_task(self, input: ActionInput) -> ActionResult:
@@ -44,7 +122,10 @@ class MessageActivities:
             enrollment_id=str(ctx.enrollment_id),
         )
 
-    def _send(self, session: Session, input: ActionInput) -> ActionResult:
+    def _compose(
+        self, session: Session, input: ActionInput, *, status: str
+    ) -> OutboxMessage | ActionResult:
+        """The outbox row of the email, or the permanent failure that stops it."""
         ctx, action = input.context, input.action
         if not isinstance(action, SendEmailAction | NotifyAction):
             raise TypeError(f"send_email cannot run a {action.type} action")
@@ -61,23 +142,65 @@ class MessageActivities:
             return ActionResult(outcome="failed: the record has no email address", failed=True)
         if not _looks_like_address(to):
             return ActionResult(outcome=f"failed: invalid address {to!r}", failed=True)
-        OutboxRepository(session).add(
-            OutboxMessage(
-                enrollment_id=ctx.enrollment_id,
-                action_id=action.id,
-                kind="notification" if isinstance(action, NotifyAction) else "email",
-                to=to,
-                subject=subject,
-                body=body,
-                message_id=message_id(ctx, action.id),
-                workflow_key=ctx.workflow_key,
-                object_type=ctx.object_type,
-                record_id=ctx.record_id,
-                delivery_status="outbox",
-                sent_at=input.at,
-            )
+        return OutboxMessage(
+            enrollment_id=ctx.enrollment_id,
+            action_id=action.id,
+            kind="notification" if isinstance(action, NotifyAction) else "email",
+            to=to,
+            subject=subject,
+            body=body,
+            message_id=message_id(ctx, action.id),
+            workflow_key=ctx.workflow_key,
+            object_type=ctx.object_type,
+            record_id=ctx.record_id,
+            delivery_status=status,
+            sent_at=input.at,
         )
-        return ActionResult(outcome=f"email to {to}: {subject}", detail={"to": to})
+
+    def _to_outbox(self, session: Session, input: ActionInput) -> ActionResult:
+        message = self._compose(session, input, status="outbox")
+        if isinstance(message, ActionResult):
+            return message
+        OutboxRepository(session).add(message)
+        return ActionResult(
+            outcome=f"email to {message.to}: {message.subject}", detail={"to": message.to}
+        )
+
+    def _deliver(self, smtp: SmtpSettings, input: ActionInput) -> ActionResult:
+        ctx, action = input.context, input.action
+        with self.sessions.begin() as session:
+            step = EnrollmentRepository(session).step(ctx.enrollment_id, action.id)
+            if step is not None and step.finished_at is not None:
+                return result_of(step)
+            outbox = OutboxRepository(session)
+            # A `sending` row left by an earlier attempt is sent as it was stored.
+            stored = outbox.for_action(ctx.enrollment_id, action.id)
+            if stored is None:
+                composed = self._compose(session, input, status="sending")
+                if isinstance(composed, ActionResult):
+                    failure = composed
+                else:
+                    stored = outbox.add(composed)
+            if stored is not None:
+                email, to, subject = smtp_message(smtp, stored), stored.to, stored.subject
+        if stored is None:
+            return run_once(self.sessions, input, lambda session: failure)
+        self.checkpoint("before_effect", input)
+        try:
+            asyncio.run(smtp_send(smtp, email))
+        except PermanentSmtpError as exc:
+            outcome, status = f"failed: SMTP refused the email to {to}: {exc}", "failed"
+        else:
+            outcome, status = f"email to {to}: {subject} (sent over SMTP)", "sent"
+            self.checkpoint("after_effect", input)
+
+        def record(session: Session) -> ActionResult:
+            row = OutboxRepository(session).for_action(ctx.enrollment_id, action.id)
+            if row is not None:
+                row.delivery_status = status
+            return ActionResult(outcome=outcome, failed=status == "failed", detail={"to": to})
+
+        return run_once(self.sessions, input, record)
 
     def _create_task(self, session: Session, input: ActionInput) -> ActionResult:
         ctx, action = input.context, input.action

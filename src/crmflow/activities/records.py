@@ -12,15 +12,16 @@ from crmflow.definitions import (
     AddToListAction,
     ClearPropertyAction,
     CopyPropertyAction,
+    CreateRecordAction,
     IncrementPropertyAction,
     RemoveFromListAction,
     SetPropertyAction,
 )
-from crmflow.store import ListRepository, RecordRepository, StoreError
+from crmflow.store import AssociationRepository, ListRepository, RecordRepository, StoreError
 from crmflow.templates import TemplateProblem, render
 
 from ._once import run_once
-from .models import ActionInput, ActionResult
+from .models import ActionInput, ActionResult, EnrollmentContext
 
 
 def _text(value: Any) -> str:
@@ -41,6 +42,11 @@ def _as_number(value: Any) -> int | float | None:
     return None
 
 
+def created_record_id(ctx: EnrollmentContext, action_id: str) -> str:
+    """Deterministic per (enrollment, action): a retry can only find the record it made."""
+    return f"{ctx.workflow_key}-{ctx.enrollment_id}-{action_id}"
+
+
 class RecordActivities:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -48,6 +54,45 @@ class RecordActivities:
     @activity.defn(name="update_record")
     def update_record(self, input: ActionInput) -> ActionResult:
         return run_once(self.sessions, input, lambda session: self._apply(session, input))
+
+    @activity.defn(name="create_record")
+    def create_record(self, input: ActionInput) -> ActionResult:
+        return run_once(self.sessions, input, lambda session: self._create(session, input))
+
+    def _create(self, session: Session, input: ActionInput) -> ActionResult:
+        ctx, action, now = input.context, input.action, input.at
+        if not isinstance(action, CreateRecordAction):
+            raise TypeError(f"create_record cannot run a {action.type} action")
+        records = RecordRepository(session)
+        enrolled = records.get(ctx.object_type, ctx.record_id)
+        if enrolled is None:
+            return ActionResult(
+                outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True
+            )
+        values: dict[str, Any] = {}
+        for name, value in action.properties.items():
+            if isinstance(value, str):
+                try:
+                    value = render(
+                        value,
+                        properties=enrolled.properties,
+                        workflow_key=ctx.workflow_key,
+                        workflow_name=ctx.workflow_name,
+                        enrollment_id=str(ctx.enrollment_id),
+                    )
+                except TemplateProblem as exc:
+                    return ActionResult(outcome=f"failed: {exc}", failed=True)
+            values[name] = value
+        new_id = created_record_id(ctx, action.id)
+        # Through the repository, so the change feed sees the new record (it may enroll).
+        records.upsert(action.object_type, new_id, values, now=now)
+        AssociationRepository(session).associate(
+            ctx.object_type, ctx.record_id, action.object_type, new_id, now=now
+        )
+        return ActionResult(
+            outcome=f"created {action.object_type} '{new_id}'",
+            detail={"object_type": action.object_type, "id": new_id},
+        )
 
     def _apply(self, session: Session, input: ActionInput) -> ActionResult:
         ctx, action, now = input.context, input.action, input.at

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from crmflow.worker._time import zone_of
 from . import services
 from ._app import App, Settings
 from .services import OperationFailed, UserError
+from .up import outward_settings
 
 RECORD_ID = "simulated"
 TASK_QUEUE = "crmflow-simulate"
@@ -206,7 +207,10 @@ async def _run(
     if begin > current:
         await env.sleep(begin - current)
     delivered: list[tuple[datetime, SimulatedEvent]] = []
-    async with build_worker(env.client, app.sessions, task_queue=TASK_QUEUE):
+    # Nothing leaves a simulation: no request, no SMTP, no custom handler is called. The
+    # worker's settings still say which custom handlers exist, so a misspelt one shows.
+    outward = replace(outward_settings(), dry_run=True)
+    async with build_worker(env.client, app.sessions, task_queue=TASK_QUEUE, outward=outward):
         started = await env.get_current_time()
         outcome = await EnrollmentStarter(app.sessions, env.client, TASK_QUEUE).start(
             definition, published.version, RECORD_ID, source="manual"

@@ -7,6 +7,7 @@ in order (worker drained first, then the server stopped) and never ends in a tra
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -18,13 +19,14 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from crmflow.activities.config import ConfigError, OutwardSettings
 from crmflow.store._engine import DEFAULT_DB_URL
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
 
 from ._app import App, Settings
 from .devserver import DevServer
-from .services import OperationFailed
+from .services import OperationFailed, UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The dev server's state sits next to the default SQLite store: everything local in one place.
@@ -77,12 +79,21 @@ async def require_namespace(client: Client, settings: Settings) -> None:
         ) from None
 
 
+def outward_settings() -> OutwardSettings:
+    """SMTP, webhook and custom action settings of SPEC §5, from the worker's environment."""
+    try:
+        return OutwardSettings.from_env(os.environ)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
 async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], None]) -> None:
     """Run a worker and the change dispatcher until `stop` is set, then shut both down
     gracefully. A fatal worker error (e.g. the server went away for good) is raised."""
+    outward = outward_settings()
     client = await app.client()
     await require_namespace(client, app.settings)
-    worker = build_worker(client, app.sessions, task_queue=app.settings.task_queue)
+    worker = build_worker(client, app.sessions, task_queue=app.settings.task_queue, outward=outward)
     # Every worker process runs a dispatcher; a lease in the store lets one dispatch at a time.
     dispatcher = Dispatcher(app.sessions, client, task_queue=app.settings.task_queue)
     dispatching = asyncio.ensure_future(dispatcher.run(stop))
@@ -122,6 +133,7 @@ async def run_up(
     """Dev server, store and worker in one process, until SIGINT/SIGTERM.
 
     `open_app` is the CLI's (it turns an unusable database URL into a user error)."""
+    outward_settings()  # bad settings stop `up` before it starts a server
     with stop_on_signals() as stop:
         server = DevServer(
             state_dir=STATE_DIR, port=temporal_port, ui_port=ui_port, namespace=settings.namespace

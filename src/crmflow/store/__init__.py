@@ -10,6 +10,7 @@ from ._enrollments import (
 )
 from ._messages import OutboxRepository, TaskRepository
 from ._records import (
+    AssociationRepository,
     EventRepository,
     ListRepository,
     RecordNotFound,
@@ -30,6 +31,7 @@ from ._tables import (
     ListMembership,
     OutboxMessage,
     Record,
+    RecordAssociation,
     RecordChange,
     RecordList,
     Task,
@@ -42,6 +44,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "ENDED_STATUSES",
     "AlreadyEnrolled",
+    "AssociationRepository",
     "ChangeRepository",
     "changed_properties",
     "RecordChange",
@@ -57,6 +60,7 @@ __all__ = [
     "OutboxMessage",
     "OutboxRepository",
     "Record",
+    "RecordAssociation",
     "RecordList",
     "RecordNotFound",
     "RecordRepository",

@@ -53,6 +53,7 @@ class EnrollmentRepository:
         source: str,
         now: datetime,
         trigger_change_id: int | None = None,
+        origin: str | None = None,
     ) -> Enrollment:
         """A new running enrollment. Raises AlreadyEnrolled when one is running or paused: the
         partial unique index makes this hold under concurrency too."""
@@ -79,6 +80,7 @@ class EnrollmentRepository:
             enrolled_at=now,
             temporal_workflow_id=temporal_workflow_id(key, object_type, record_id, seq),
             trigger_change_id=trigger_change_id,
+            origin=origin,
         )
         try:
             with self.session.begin_nested():
@@ -158,6 +160,12 @@ class EnrollmentRepository:
             select(Enrollment).where(
                 Enrollment.workflow_key == key, Enrollment.trigger_change_id == change_id
             )
+        ).one_or_none()
+
+    def by_origin(self, key: str, origin: str) -> Enrollment | None:
+        """The enrollment an enroll_in_workflow step already made in a workflow, if any."""
+        return self.session.scalars(
+            select(Enrollment).where(Enrollment.workflow_key == key, Enrollment.origin == origin)
         ).one_or_none()
 
     def active_versions(self) -> set[tuple[str, int]]:

@@ -14,7 +14,7 @@ from crmflow.conditions import EventSnapshot, RecordSnapshot
 
 from . import _changes as feed
 from ._changes import ChangeRepository, changed_properties
-from ._tables import Event, ListMembership, Record, RecordChange, RecordList
+from ._tables import Event, ListMembership, Record, RecordAssociation, RecordChange, RecordList
 
 
 class StoreError(Exception):
@@ -297,6 +297,52 @@ class EventRepository:
         if names is not None:
             stmt = stmt.where(Event.name.in_(list(names)))
         return list(self.session.scalars(stmt.order_by(Event.occurred_at, Event.id)))
+
+
+class AssociationRepository:
+    """Associations between records (a record made by `create_record` and the enrolled one)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def associate(
+        self,
+        object_type: str,
+        record_id: str,
+        other_object_type: str,
+        other_record_id: str,
+        *,
+        now: datetime,
+    ) -> bool:
+        """Associate both ways; False when already associated."""
+        key = (object_type, record_id, other_object_type, other_record_id)
+        if self.session.get(RecordAssociation, key) is not None:
+            return False
+        self.session.add(
+            RecordAssociation(
+                object_type=object_type,
+                record_id=record_id,
+                other_object_type=other_object_type,
+                other_record_id=other_record_id,
+                created_at=now,
+            )
+        )
+        self.session.flush()
+        return True
+
+    def of_record(self, object_type: str, record_id: str) -> list[tuple[str, str]]:
+        """(object_type, id) of every record associated with this one, in either direction."""
+        forward = select(
+            RecordAssociation.other_object_type, RecordAssociation.other_record_id
+        ).where(
+            RecordAssociation.object_type == object_type, RecordAssociation.record_id == record_id
+        )
+        backward = select(RecordAssociation.object_type, RecordAssociation.record_id).where(
+            RecordAssociation.other_object_type == object_type,
+            RecordAssociation.other_record_id == record_id,
+        )
+        rows = self.session.execute(forward.union(backward)).all()
+        return sorted((row[0], row[1]) for row in rows)
 
 
 def load_snapshot(

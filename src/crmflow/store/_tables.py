@@ -176,6 +176,9 @@ class Enrollment(Base):
         # A change enrolls a record in a workflow at most once, however often it is dispatched;
         # the change id leads, so a redo finds its enrollments by the change alone.
         UniqueConstraint("trigger_change_id", "workflow_key"),
+        # An enroll_in_workflow step enrolls the record in a workflow at most once, however
+        # often its activity is retried.
+        Index("uq_enrollments_origin_workflow_key", "origin", "workflow_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -191,6 +194,32 @@ class Enrollment(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     temporal_workflow_id: Mapped[str] = mapped_column(String(512), unique=True)
     trigger_change_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # The step that caused this enrollment ("<enrollment id>:<action id>"), for enrollments
+    # made by another workflow's enroll_in_workflow action.
+    origin: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class RecordAssociation(Base):
+    """A record created by `create_record`, associated with the enrolled record."""
+
+    __tablename__ = "record_associations"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["object_type", "record_id"], ["records.object_type", "records.id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["other_object_type", "other_record_id"],
+            ["records.object_type", "records.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_record_associations_other", "other_object_type", "other_record_id"),
+    )
+
+    object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    other_object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    other_record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class EnrollmentStep(Base):

@@ -98,12 +98,14 @@ class EnrollmentStarter:
         *,
         source: str,
         trigger_change_id: int | None = None,
+        origin: str | None = None,
         snapshot: RecordSnapshot | None = None,
     ) -> EnrollOutcome:
         """Create the enrollment row, then its Temporal workflow. Idempotent for a trigger
         change: dispatching the same change again finds its enrollment and (re)starts the same
-        workflow id, which Temporal refuses to run twice. `snapshot`: the record as the caller
-        just read it (with the events the workflow's goal reads), saving a second read."""
+        workflow id, which Temporal refuses to run twice. Idempotent likewise for an `origin`
+        (the enroll_in_workflow step that asks for the enrollment). `snapshot`: the record as
+        the caller just read it (with the events the workflow's goal reads), saving a read."""
         key, object_type = definition.key, definition.object_type
         now = datetime.now(UTC)
         with self.sessions.begin() as session:
@@ -111,6 +113,8 @@ class EnrollmentStarter:
             enrollment = (
                 enrollments.by_trigger(key, trigger_change_id)
                 if trigger_change_id is not None
+                else enrollments.by_origin(key, origin)
+                if origin is not None
                 else None
             )
             redo = enrollment is not None
@@ -137,6 +141,7 @@ class EnrollmentStarter:
                         source=source,
                         now=now,
                         trigger_change_id=trigger_change_id,
+                        origin=origin,
                     )
                 except AlreadyEnrolled as exc:
                     return EnrollOutcome(record_id, False, str(exc))
@@ -146,7 +151,8 @@ class EnrollmentStarter:
                 if (e := enrollments.active_for(other, object_type, record_id)) is not None
             ]
             ready = self._ready(definition, version, enrollment, others)
-        return await self.launch(ready, redo=redo, retried_by_caller=trigger_change_id is not None)
+        retried = trigger_change_id is not None or origin is not None
+        return await self.launch(ready, redo=redo, retried_by_caller=retried)
 
     def prepare_page(
         self,

@@ -17,6 +17,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from crmflow.activities.custom import CustomActivities
     from crmflow.activities.enrollments import EnrollmentActivities
     from crmflow.activities.messages import MessageActivities
     from crmflow.activities.models import (
@@ -34,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
         UnenrollSignal,
     )
     from crmflow.activities.records import RecordActivities
+    from crmflow.activities.webhooks import WebhookActivities
+    from crmflow.activities.workflows import WorkflowActivities
     from crmflow.conditions import EventSnapshot, RecordSnapshot, evaluate
     from crmflow.definitions import (
         Action,
@@ -47,12 +50,12 @@ with workflow.unsafe.imports_passed_through():
 
     from . import _search_attributes as sa
     from . import _time
-    from ._policies import BOOKKEEPING, STORE_ACTION
+    from ._policies import BOOKKEEPING, policy_of
 
 END = "end"
 
 # Which activity runs which action type: the interpreter dispatches on this table.
-_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], ActionResult]] = {
+_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], Any]] = {
     "set_property": RecordActivities.update_record,
     "copy_property": RecordActivities.update_record,
     "clear_property": RecordActivities.update_record,
@@ -64,6 +67,11 @@ _ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], ActionResult]] = {
     "create_task": MessageActivities.create_task,
     "branch": EnrollmentActivities.evaluate_branch,
     "value_branch": EnrollmentActivities.evaluate_branch,
+    "create_record": RecordActivities.create_record,
+    "webhook": WebhookActivities.call_webhook,
+    "enroll_in_workflow": WorkflowActivities.enroll_in_workflow,
+    "unenroll_from_workflow": WorkflowActivities.unenroll_from_workflow,
+    "custom": CustomActivities.run_custom_action,
 }
 
 _BRANCHING = {"branch", "value_branch"}
@@ -205,7 +213,7 @@ class EnrollmentWorkflow:
                     held=held or None,
                 ),
                 summary=action.summary(),
-                **STORE_ACTION,
+                **policy_of(action),
             )
         except ActivityError as exc:
             self._pending = pending

@@ -7,6 +7,8 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
+from crmflow.definitions import Action, WebhookAction
+
 # Store actions: transient failures (database restarting, lock timeouts) retry with backoff for a
 # day; after that the step is recorded as failed and the enrollment goes on (SPEC §3).
 STORE_ACTION: dict[str, Any] = {
@@ -28,3 +30,26 @@ BOOKKEEPING: dict[str, Any] = {
         maximum_interval=timedelta(minutes=1),
     ),
 }
+
+# Outward actions (webhooks, custom handlers): retried with backoff (1 s, 2 s, 4 s, ... at most
+# 5 min apart) for at most an hour, then recorded as failed. A 429's Retry-After sets the next
+# delay instead. A webhook attempt may take its own `timeout` plus a minute (DNS, rate limit).
+OUTWARD_RETRY_PERIOD = timedelta(hours=1)
+OUTWARD: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "schedule_to_close_timeout": OUTWARD_RETRY_PERIOD,
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=5),
+    ),
+}
+
+
+def policy_of(action: Action) -> dict[str, Any]:
+    """The options of the activity that runs `action` (deterministic: from the definition)."""
+    if isinstance(action, WebhookAction):
+        return {**OUTWARD, "start_to_close_timeout": action.timeout + timedelta(minutes=1)}
+    if action.type == "custom":
+        return OUTWARD
+    return STORE_ACTION

@@ -10,10 +10,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from crmflow.activities.config import OutwardSettings
+from crmflow.activities.custom import CustomActivities, HandlerRegistry
 from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
 from crmflow.activities.records import RecordActivities
 from crmflow.activities.schedules import SchedulingActivities
+from crmflow.activities.webhooks import WebhookActivities
+from crmflow.activities.workflows import WorkflowActivities
 
 from ._enrollment import EnrollmentWorkflow
 from ._scheduled import ScheduledRunWorkflow
@@ -64,17 +68,35 @@ def build_worker(
     executor: ThreadPoolExecutor | None = None,
     max_concurrent_activities: int = 32,
     extra_workflows: Sequence[type] = (),
+    outward: OutwardSettings | None = None,
 ) -> Worker:
+    """`outward`: SMTP, webhook and custom action settings (default: outbox only, private
+    webhook addresses refused, no rate limit, entry-point handlers only). `simulate` passes
+    `OutwardSettings(dry_run=True)`: nothing leaves the worker."""
+    outward = outward or OutwardSettings()
     records = RecordActivities(sessions)
-    messages = MessageActivities(sessions)
+    messages = MessageActivities(sessions, smtp=None if outward.dry_run else outward.smtp)
     enrollments = EnrollmentActivities(sessions)
     scheduling = SchedulingActivities(sessions, client, task_queue)
+    webhooks = WebhookActivities(
+        sessions,
+        allow_private=outward.allow_private_webhooks,
+        rate=outward.webhook_rate,
+        dry_run=outward.dry_run,
+    )
+    workflows = WorkflowActivities(sessions, client, task_queue)
+    custom = CustomActivities(sessions, HandlerRegistry(outward.actions), dry_run=outward.dry_run)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, *extra_workflows],
         activities=[
             records.update_record,
+            records.create_record,
+            webhooks.call_webhook,
+            workflows.enroll_in_workflow,
+            workflows.unenroll_from_workflow,
+            custom.run_custom_action,
             messages.send_email,
             messages.create_task,
             enrollments.evaluate_branch,

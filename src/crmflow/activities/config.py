@@ -1,0 +1,122 @@
+"""Settings of the outward actions, read from the worker's environment (SPEC §5).
+
+`main()` (the worker and `up`) reads them once and hands them to the activities; nothing here
+reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+SmtpTls = Literal["none", "starttls", "tls"]
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the variable (shown as one line, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 25
+    tls: SmtpTls = "none"
+    user: str | None = None
+    password: str | None = None
+    sender: str = "crmflow@localhost"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class OutwardSettings:
+    smtp: SmtpSettings | None = None
+    allow_private_webhooks: bool = False
+    # Webhook requests per second per workflow key; None: no limit.
+    webhook_rate: float | None = None
+    # CRMFLOW_ACTIONS: "name=module:function,..." (custom action handlers).
+    actions: str | None = None
+    # `simulate`: nothing leaves the worker (no request, no SMTP, no custom handler is called);
+    # steps say what would have happened.
+    dry_run: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OutwardSettings:
+        return cls(
+            smtp=_smtp(env),
+            allow_private_webhooks=_flag(env, "CRMFLOW_ALLOW_PRIVATE_WEBHOOKS"),
+            webhook_rate=_rate(env),
+            actions=_actions(env),
+        )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={env[name]!r}: expected 1 or 0")
+
+
+def _rate(env: Mapping[str, str]) -> float | None:
+    name = "CRMFLOW_WEBHOOK_RATE"
+    text = (env.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: expected a number of requests per second") from None
+    if not rate > 0:
+        raise ConfigError(f"{name}={text!r}: must be greater than 0")
+    return rate
+
+
+def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
+    host = (env.get("CRMFLOW_SMTP_HOST") or "").strip()
+    if not host:
+        return None
+    tls_text = (env.get("CRMFLOW_SMTP_TLS") or "none").strip().lower()
+    if tls_text not in ("none", "starttls", "tls"):
+        raise ConfigError(f"CRMFLOW_SMTP_TLS={tls_text!r}: expected none, starttls or tls")
+    tls: SmtpTls = tls_text  # type: ignore[assignment]
+    port_text = (env.get("CRMFLOW_SMTP_PORT") or "").strip()
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"CRMFLOW_SMTP_PORT={port_text!r}: not a port number") from None
+        if not 0 < port < 65536:
+            raise ConfigError(f"CRMFLOW_SMTP_PORT={port_text!r}: not a port number")
+    else:
+        port = {"none": 25, "starttls": 587, "tls": 465}[tls]
+    return SmtpSettings(
+        host=host,
+        port=port,
+        tls=tls,
+        user=env.get("CRMFLOW_SMTP_USER") or None,
+        password=env.get("CRMFLOW_SMTP_PASSWORD") or None,
+        sender=env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}",
+    )
+
+
+def _actions(env: Mapping[str, str]) -> str | None:
+    spec = env.get("CRMFLOW_ACTIONS") or None
+    parse_actions_setting(spec)  # checked now: a typo stops the worker, not an action later
+    return spec
+
+
+def parse_actions_setting(spec: str | None) -> dict[str, str]:
+    """`name=module:function,...` -> {name: target}; ConfigError naming CRMFLOW_ACTIONS."""
+    targets: dict[str, str] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, target = item.partition("=")
+        name, target = name.strip(), target.strip()
+        if not sep or not name or ":" not in target:
+            raise ConfigError(f"CRMFLOW_ACTIONS: {item!r} is not name=module:function")
+        targets[name] = target
+    return targets

@@ -1,0 +1,122 @@
+"""Workflow-to-workflow actions: `enroll_in_workflow` and `unenroll_from_workflow`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.client import Client
+
+from crmflow.definitions import (
+    EnrollInWorkflowAction,
+    UnenrollFromWorkflowAction,
+    WorkflowDefinition,
+)
+from crmflow.store import EnrollmentRepository, WorkflowRepository
+
+from ._once import result_of, run_once
+from .models import ActionInput, ActionResult
+
+if TYPE_CHECKING:
+    from crmflow.triggers import EnrollmentStarter
+
+
+class WorkflowActivities:
+    def __init__(self, sessions: sessionmaker[Session], client: Client, task_queue: str) -> None:
+        # Imported here: crmflow.triggers imports the worker package, which imports this module.
+        from crmflow.triggers import EnrollmentStarter
+
+        self.sessions = sessions
+        self.starter: EnrollmentStarter = EnrollmentStarter(sessions, client, task_queue)
+
+    def _stored(self, input: ActionInput) -> ActionResult | None:
+        with self.sessions() as session:
+            step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
+            return result_of(step) if step is not None and step.finished_at else None
+
+    def _record(self, input: ActionInput, result: ActionResult) -> ActionResult:
+        return run_once(self.sessions, input, lambda session: result)
+
+    @activity.defn(name="enroll_in_workflow")
+    async def enroll_in_workflow(self, input: ActionInput) -> ActionResult:
+        action = input.action
+        if not isinstance(action, EnrollInWorkflowAction):
+            raise TypeError(f"enroll_in_workflow cannot run a {action.type} action")
+        done = await asyncio.to_thread(self._stored, input)
+        if done is not None:
+            return done
+        result = await self._enroll(input, action)
+        return await asyncio.to_thread(self._record, input, result)
+
+    def _target(
+        self, input: ActionInput, key: str
+    ) -> tuple[WorkflowDefinition, int] | ActionResult:
+        with self.sessions() as session:
+            workflows = WorkflowRepository(session)
+            workflow = workflows.get(key)
+            if workflow is None:
+                return ActionResult(outcome=f"failed: no workflow '{key}'", failed=True)
+            if not workflow.active:
+                return ActionResult(outcome=f"failed: workflow '{key}' is not active", failed=True)
+            version = workflows.version(key)
+            definition = WorkflowDefinition.model_validate(version.definition)
+        if definition.object_type != input.context.object_type:
+            return ActionResult(
+                outcome=f"failed: workflow '{key}' enrolls {definition.object_type} records, "
+                f"not {input.context.object_type}",
+                failed=True,
+            )
+        return definition, version.version
+
+    async def _enroll(self, input: ActionInput, action: EnrollInWorkflowAction) -> ActionResult:
+        ctx, key = input.context, action.workflow
+        target = await asyncio.to_thread(self._target, input, key)
+        if isinstance(target, ActionResult):
+            return target
+        definition, version = target
+        # The origin makes the start idempotent: a retry finds the enrollment this step made
+        # (even one that has ended since) instead of making a second.
+        outcome = await self.starter.start(
+            definition,
+            version,
+            ctx.record_id,
+            source="workflow",
+            origin=f"{ctx.enrollment_id}:{action.id}",
+        )
+        if outcome.ok:
+            return ActionResult(
+                outcome=f"enrolled in '{key}'",
+                detail={"temporal_workflow_id": outcome.temporal_workflow_id},
+            )
+        return ActionResult(outcome=f"not enrolled in '{key}': {outcome.message}")
+
+    @activity.defn(name="unenroll_from_workflow")
+    async def unenroll_from_workflow(self, input: ActionInput) -> ActionResult:
+        ctx, action = input.context, input.action
+        if not isinstance(action, UnenrollFromWorkflowAction):
+            raise TypeError(f"unenroll_from_workflow cannot run a {action.type} action")
+        done = await asyncio.to_thread(self._stored, input)
+        if done is not None:
+            return done
+
+        def running() -> dict[str, str]:
+            with self.sessions() as session:
+                enrollments = EnrollmentRepository(session)
+                return {
+                    key: e.temporal_workflow_id
+                    for key in action.workflows
+                    if (e := enrollments.active_for(key, ctx.object_type, ctx.record_id))
+                }
+
+        targets = await asyncio.to_thread(running)
+        # Signalling twice (a retry) is harmless: an enrollment records the first unenrollment.
+        await self.starter.unenroll(targets.values(), f"unenrolled by '{ctx.workflow_key}'")
+        if targets:
+            outcome = f"unenrolled from {', '.join(sorted(targets))}"
+        else:
+            outcome = f"not enrolled in {', '.join(action.workflows)}: nothing to do"
+        return await asyncio.to_thread(
+            self._record, input, ActionResult(outcome=outcome, detail={"workflows": list(targets)})
+        )

@@ -1,0 +1,265 @@
+"""The webhook action in real enrollments, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from temporalio.exceptions import ApplicationError
+from tests_support import enroll_one, result_of, steps_of
+
+from crmflow.activities.config import OutwardSettings
+from crmflow.activities.webhooks import (
+    RateLimiter,
+    Refused,
+    checked_address,
+    classify,
+    forbidden_address,
+    resolve_env,
+    retry_after,
+)
+from crmflow.starter import services
+from crmflow.store import Enrollment, EnrollmentRepository
+
+ALLOW = OutwardSettings(allow_private_webhooks=True)
+
+
+def hook(path_url: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "key": "hooks",
+        "name": "Hooks",
+        "enrollment": {"trigger": "manual"},
+        "actions": [
+            {"id": "call", "type": "webhook", "url": path_url, **fields},
+            {"id": "after", "type": "set_property", "property": "called", "value": "yes"},
+        ],
+    }
+
+
+async def run_hook(app, env, new_worker, publish, definition, *, outward=ALLOW):
+    await publish(definition)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    async with new_worker(outward=outward):
+        result = await result_of(env, await enroll_one(app, "hooks", "ann"))
+    assert result.status == "completed"
+    steps = steps_of(app, "hooks")
+    # The enrollment always goes on after the webhook, whatever its outcome.
+    assert services.show_record(app, "contact", "ann")["properties"]["called"] == "yes"
+    return steps["call"]
+
+
+async def test_delivers_method_headers_templated_body_and_an_idempotency_key(
+    app, env, new_worker, publish, receiver, monkeypatch
+):
+    monkeypatch.setenv("CRMFLOW_TEST_TOKEN", "s3cret")
+    definition = hook(
+        receiver.url("/ok"),
+        method="PUT",
+        headers={
+            "Authorization": "Bearer ${env:CRMFLOW_TEST_TOKEN}",
+            "X-Who": "{{ record.firstname }}",
+        },
+        body={"name": "{{ record.firstname }}", "workflow": "{{ workflow.key }}", "n": 3},
+    )
+    outcome = await run_hook(app, env, new_worker, publish, definition)
+    assert outcome == f"PUT {receiver.url('/ok')}: 200"
+    [request] = receiver.requests
+    assert request.method == "PUT"
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert request.headers["x-who"] == "Ann"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["idempotency-key"].startswith("crmflow-")
+    assert request.json() == {"name": "Ann", "workflow": "hooks", "n": 3}
+    # The secret stays in the worker: not in the stored definition nor the Temporal history.
+    [enrollment] = services.list_enrollments(app, "hooks")
+    history = await env.client.get_workflow_handle(
+        enrollment["temporal_workflow_id"]
+    ).fetch_history()
+    events = "".join(str(event) for event in history.events)  # payloads as (escaped) text
+    assert "${env:CRMFLOW_TEST_TOKEN}" in events
+    assert "s3cret" not in events
+
+
+async def test_5xx_is_retried_with_the_same_idempotency_key(
+    app, env, new_worker, publish, receiver
+):
+    outcome = await run_hook(app, env, new_worker, publish, hook(receiver.url("/flaky")))
+    assert outcome.endswith(": 200")
+    assert len(receiver.requests) == 3
+    with app.sessions() as session:
+        [enrollment] = session.scalars(select(Enrollment)).all()
+        step = EnrollmentRepository(session).step(enrollment.id, "call")
+        assert step.detail == {"status": 200, "attempt": 3}
+    assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 1
+
+
+async def test_429_is_retried_after_retry_after(app, env, new_worker, publish, receiver):
+    outcome = await run_hook(app, env, new_worker, publish, hook(receiver.url("/throttle")))
+    assert outcome.endswith(": 200")
+    assert len(receiver.requests) == 2
+    assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 1
+
+
+async def test_404_is_recorded_as_the_step_failure_without_retry(
+    app, env, new_worker, publish, receiver
+):
+    outcome = await run_hook(app, env, new_worker, publish, hook(receiver.url("/missing")))
+    assert outcome == f"failed: POST {receiver.url('/missing')}: 404 Not Found"
+    assert len(receiver.requests) == 1
+
+
+async def test_a_hanging_server_times_out_and_is_retried(app, env, new_worker, publish, receiver):
+    outcome = await run_hook(
+        app, env, new_worker, publish, hook(receiver.url("/hang"), timeout="1s")
+    )
+    assert outcome.endswith(": 200")
+    assert len(receiver.requests) == 2
+    assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 1
+
+
+async def test_a_server_down_for_the_whole_retry_period_is_recorded_as_failed(
+    app, env, new_worker, publish, receiver
+):
+    outcome = await run_hook(app, env, new_worker, publish, hook(receiver.url("/down")))
+    assert outcome.startswith("failed after retries:")
+    assert "503" in outcome
+    assert len(receiver.requests) > 3
+
+
+async def test_loopback_is_refused_without_the_setting(app, env, new_worker, publish, receiver):
+    outcome = await run_hook(
+        app, env, new_worker, publish, hook(receiver.url("/ok")), outward=OutwardSettings()
+    )
+    assert outcome.startswith("failed: 127.0.0.1 is a private, loopback or link-local address")
+    assert "CRMFLOW_ALLOW_PRIVATE_WEBHOOKS=1" in outcome
+    assert receiver.requests == []
+
+
+async def test_a_missing_env_variable_is_a_permanent_failure(
+    app, env, new_worker, publish, receiver, monkeypatch
+):
+    monkeypatch.delenv("CRMFLOW_TEST_NOT_SET", raising=False)
+    definition = hook(receiver.url("/ok"), headers={"X-Key": "${env:CRMFLOW_TEST_NOT_SET}"})
+    outcome = await run_hook(app, env, new_worker, publish, definition)
+    assert outcome == "failed: environment variable CRMFLOW_TEST_NOT_SET is not set on the worker"
+    assert receiver.requests == []
+
+
+async def test_rate_limited_requests_all_arrive(app, env, new_worker, publish, receiver):
+    await publish(hook(receiver.url("/ok")))
+    for name in ("a", "b", "c", "d"):
+        services.set_record(app, "contact", name, {"email": f"{name}@example.com"})
+    async with new_worker(outward=OutwardSettings(allow_private_webhooks=True, webhook_rate=5)):
+        ids = [await enroll_one(app, "hooks", name) for name in ("a", "b", "c", "d")]
+        for workflow_id in ids:
+            assert (await result_of(env, workflow_id)).status == "completed"
+    assert len(receiver.requests) == 4
+    assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 4
+
+
+# ------------------------------------------------------------------------------ units
+
+
+def test_addresses_that_are_not_public_are_forbidden():
+    for address in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "172.16.0.1",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "0.0.0.0",
+        "100.64.0.1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ):
+        assert forbidden_address(address), address
+    for address in ("93.184.216.34", "8.8.8.8", "2606:4700::1111"):
+        assert not forbidden_address(address), address
+
+
+async def test_a_name_is_checked_after_resolution():
+    with pytest.raises(Refused, match="localhost resolves to .*, a private"):
+        await checked_address("localhost", 80)
+
+
+def test_env_references_are_resolved_but_never_from_a_rendered_property():
+    def render(text: str) -> str:
+        return text.replace("{{ record.x }}", "${env:SECRET}")
+
+    env = {"TOKEN": "t0k", "SECRET": "leak"}
+    assert resolve_env("Bearer ${env:TOKEN}", env, render) == "Bearer t0k"
+    assert resolve_env("{{ record.x }}", env, render) == "${env:SECRET}"
+
+
+def test_retry_after_in_seconds_or_as_a_date_is_capped():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after("7", now=now) == timedelta(seconds=7)
+    assert retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now=now) == timedelta(seconds=30)
+    assert retry_after("99999", now=now) == timedelta(minutes=10)
+    assert retry_after("soon", now=now) is None
+
+
+def test_classification_of_responses():
+    def response(status: int, **headers: str) -> httpx.Response:
+        return httpx.Response(status, headers=headers)
+
+    assert not classify(response(204), label="x").failed
+    assert classify(response(410), label="x").failed
+    assert classify(response(302, location="/y"), label="x").failed
+    with pytest.raises(ApplicationError) as throttled:
+        classify(response(429, **{"retry-after": "3"}), label="x")
+    assert throttled.value.next_retry_delay == timedelta(seconds=3)
+    assert not throttled.value.non_retryable
+    with pytest.raises(ApplicationError) as server:
+        classify(response(502), label="x")
+    assert not server.value.non_retryable
+
+
+def test_rate_limiter_spaces_requests_per_key_without_dropping():
+    limiter = RateLimiter(4)
+    delays = [limiter.delay("a") for _ in range(4)]
+    assert delays[0] == 0
+    assert all(later > earlier for earlier, later in zip(delays, delays[1:], strict=False))
+    assert delays[3] == pytest.approx(0.75, abs=0.05)
+    assert limiter.delay("b") == 0
+    assert RateLimiter(None).delay("a") == 0
+
+
+async def test_a_long_rate_limit_queue_retries_later_instead_of_timing_out():
+    limiter = RateLimiter(1, max_wait=2)
+    booked = [limiter.delay("a") for _ in range(3)]
+    assert booked[0] == 0 and booked[2] > booked[1] > 0
+    with pytest.raises(ApplicationError) as later:
+        await limiter.wait("a")
+    assert later.value.next_retry_delay is not None
+    assert later.value.next_retry_delay > timedelta(seconds=2)
+    assert not later.value.non_retryable
+
+
+async def test_the_request_goes_to_the_checked_address_with_the_name_as_host(
+    app, env, new_worker, publish, receiver, monkeypatch
+):
+    """With the address check on, the worker connects to the address it checked, never to a
+    second DNS answer: a name that does not resolve at all reaches the receiver, because the
+    (patched) check answered 127.0.0.1. The name stays in the Host header."""
+    from crmflow.activities import webhooks
+
+    checked: list[tuple[str, int]] = []
+
+    async def check(host: str, port: int) -> str:
+        checked.append((host, port))
+        return "127.0.0.1"
+
+    monkeypatch.setattr(webhooks, "checked_address", check)
+    url = f"http://crmflow-test.invalid:{receiver.port}/ok"
+    outcome = await run_hook(app, env, new_worker, publish, hook(url), outward=OutwardSettings())
+    assert outcome == f"POST {url}: 200"
+    assert checked == [("crmflow-test.invalid", receiver.port)]
+    [request] = receiver.requests
+    assert request.headers["host"] == f"crmflow-test.invalid:{receiver.port}"
