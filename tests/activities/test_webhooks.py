@@ -160,6 +160,39 @@ async def test_rate_limited_requests_all_arrive(app, env, new_worker, publish, r
     assert len({r.headers["idempotency-key"] for r in receiver.requests}) == 4
 
 
+async def test_a_queue_longer_than_an_attempt_waits_in_the_workflow_and_drops_nothing(
+    app, env, new_worker, publish, receiver, monkeypatch
+):
+    """Past `max_wait` of queue, an attempt stores nothing and tells the workflow when to come
+    back; the workflow waits on a timer (no retry used up) and every request still arrives."""
+    from functools import partial
+
+    from crmflow.activities import webhooks
+
+    monkeypatch.setattr(webhooks, "RateLimiter", partial(RateLimiter, max_wait=0.2))
+    await publish(hook(receiver.url("/ok")))
+    names = [f"r{i}" for i in range(5)]
+    for name in names:
+        services.set_record(app, "contact", name, {"email": f"{name}@example.com"})
+    async with new_worker(outward=OutwardSettings(allow_private_webhooks=True, webhook_rate=4)):
+        ids = [await enroll_one(app, "hooks", name) for name in names]
+        results = [await result_of(env, workflow_id) for workflow_id in ids]
+        histories = [await env.client.get_workflow_handle(i).fetch_history() for i in ids]
+    assert {r.status for r in results} == {"completed"}
+    assert len(receiver.to("/ok")) == 5
+    assert len({r.headers["idempotency-key"] for r in receiver.to("/ok")}) == 5
+    queued = [
+        e
+        for h in histories
+        for e in h.events
+        if e.HasField("timer_started_event_attributes")
+        and "requests queued" in e.user_metadata.summary.data.decode()
+    ]
+    assert queued, "no enrollment waited for its turn in the workflow"
+    for index in range(5):
+        assert steps_of(app, "hooks", index)["call"].endswith(": 200")
+
+
 # ------------------------------------------------------------------------------ units
 
 
@@ -231,15 +264,13 @@ def test_rate_limiter_spaces_requests_per_key_without_dropping():
     assert RateLimiter(None).delay("a") == 0
 
 
-async def test_a_long_rate_limit_queue_retries_later_instead_of_timing_out():
+async def test_a_long_rate_limit_queue_is_waited_for_by_the_workflow():
     limiter = RateLimiter(1, max_wait=2)
     booked = [limiter.delay("a") for _ in range(3)]
     assert booked[0] == 0 and booked[2] > booked[1] > 0
-    with pytest.raises(ApplicationError) as later:
-        await limiter.wait("a")
-    assert later.value.next_retry_delay is not None
-    assert later.value.next_retry_delay > timedelta(seconds=2)
-    assert not later.value.non_retryable
+    later = await limiter.turn("a")  # not booked: ask again in about three seconds
+    assert later is not None and later > 2
+    assert await RateLimiter(None).turn("a") is None
 
 
 async def test_the_request_goes_to_the_checked_address_with_the_name_as_host(

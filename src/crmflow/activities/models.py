@@ -91,6 +91,11 @@ class ActionResult(_Model):
     failed: bool = False
     next: str | None = Field(default=None, description="Chosen target, for branching actions")
     detail: dict[str, Any] = Field(default_factory=dict)
+    retry_in: float | None = Field(
+        default=None,
+        description="Not done, nothing stored: run the action again in this many seconds (its "
+        "turn in a rate limit's queue). The workflow waits, so a queue never uses up retries.",
+    )
 
 
 class TimingInput(_Model):

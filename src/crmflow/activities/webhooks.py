@@ -138,8 +138,8 @@ def classify(response: httpx.Response, *, label: str) -> ActionResult:
 class RateLimiter:
     """At most `rate` requests per second per key, in this worker process; callers wait their
     turn (in arrival order) instead of being dropped. A turn further away than `max_wait` is not
-    waited for in the activity: the attempt ends with a retryable error whose next retry comes
-    when the turn would, so a backlog never times an attempt out."""
+    waited for in the activity: the caller is told when to come back, and the workflow waits on
+    a timer, so a long queue never times an attempt out nor uses up its retries."""
 
     def __init__(self, rate: float | None, *, max_wait: float = 30.0) -> None:
         self.interval = 1.0 / rate if rate else 0.0
@@ -158,16 +158,14 @@ class RateLimiter:
         self._next[key] = slot + self.interval
         return slot - now
 
-    async def wait(self, key: str) -> None:
+    async def turn(self, key: str) -> float | None:
+        """Wait for a booked turn (None), or return in how many seconds to ask again."""
         delay = self.delay(key)
         if delay < 0:
-            raise ApplicationError(
-                f"webhook rate limit of workflow {key}: {-delay:.0f}s of requests queued",
-                type="WebhookRateLimited",
-                next_retry_delay=timedelta(seconds=-delay),
-            )
+            return -delay
         if delay > 0:
             await asyncio.sleep(delay)
+        return None
 
 
 class WebhookActivities:
@@ -201,6 +199,8 @@ class WebhookActivities:
             result = await self._deliver(input, action, key)
         except Refused as exc:
             result = ActionResult(outcome=f"failed: {exc}", failed=True)
+        if result.retry_in is not None:
+            return result  # nothing sent, nothing stored: the workflow calls again later
         result = result.model_copy(
             update={"detail": {**result.detail, "attempt": activity.info().attempt}}
         )
@@ -256,7 +256,12 @@ class WebhookActivities:
             headers["Host"] = url.netloc.decode("ascii")
             if url.scheme == "https":
                 extensions["sni_hostname"] = url.host
-        await self.limiter.wait(ctx.workflow_key)
+        later = await self.limiter.turn(ctx.workflow_key)
+        if later is not None:
+            return ActionResult(
+                outcome=f"rate limit of {ctx.workflow_key}: {later:.0f}s of requests queued",
+                retry_in=later,
+            )
         self.checkpoint("before_effect", input)
         timeout = action.timeout.total_seconds()
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -201,20 +201,34 @@ class EnrollmentWorkflow:
         # status, in the same transaction as its effect.
         last = action.type not in _BRANCHING and input.definition.next_of(action.id) == END
         pending = list(self._pending)
+        request = ActionInput(
+            context=input.context,
+            action=action,
+            at=workflow.now(),
+            steps=pending,
+            finish=self._finish(input, "completed", None) if last else None,
+            held=held or None,
+        )
         try:
-            result: ActionResult = await workflow.execute_activity_method(
-                _ACTIVITY_OF[action.type],
-                ActionInput(
-                    context=input.context,
-                    action=action,
-                    at=workflow.now(),
-                    steps=pending,
-                    finish=self._finish(input, "completed", None) if last else None,
-                    held=held or None,
-                ),
-                summary=action.summary(),
-                **policy_of(action),
-            )
+            while True:
+                result: ActionResult = await workflow.execute_activity_method(
+                    _ACTIVITY_OF[action.type],
+                    request,
+                    summary=action.summary(),
+                    **policy_of(action),
+                )
+                if result.retry_in is None:
+                    break
+                # Queued behind a rate limit: wait for the turn here, not in retries.
+                with suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._stop is not None,
+                        timeout=timedelta(seconds=result.retry_in),
+                        timeout_summary=f"{action.id}: {result.outcome}",
+                    )
+                if self._stop is not None:
+                    self._pending = pending
+                    return END
         except ActivityError as exc:
             self._pending = pending
             # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
