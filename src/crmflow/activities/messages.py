@@ -31,9 +31,10 @@ from crmflow.store import (
     Task,
     TaskRepository,
 )
-from crmflow.templates import TemplateProblem, render
+from crmflow.templates import TemplateProblem
 
 from ._once import Checkpoint, no_checkpoint, result_of, run_once
+from ._templating import render_for
 from .config import SmtpSettings
 from .models import ActionInput, ActionResult, EnrollmentContext
 
@@ -113,15 +114,6 @@ class MessageActivities:
     def create_task(self, input: ActionInput) -> ActionResult:
         return run_once(self.sessions, input, lambda session: self._create_task(session, input))
 
-    def _render(self, source: str, props: dict, ctx: EnrollmentContext) -> str:
-        return render(
-            source,
-            properties=props,
-            workflow_key=ctx.workflow_key,
-            workflow_name=ctx.workflow_name,
-            enrollment_id=str(ctx.enrollment_id),
-        )
-
     def _compose(
         self, session: Session, input: ActionInput, *, status: str
     ) -> OutboxMessage | ActionResult:
@@ -133,9 +125,9 @@ class MessageActivities:
         props = dict(record.properties) if record is not None else {}
         try:
             to_template = action.to if action.to else "{{ record.email }}"
-            to = self._render(to_template, props, ctx).strip()
-            subject = self._render(action.subject, props, ctx)
-            body = self._render(action.body, props, ctx)
+            to = render_for(ctx, to_template, props).strip()
+            subject = render_for(ctx, action.subject, props)
+            body = render_for(ctx, action.body, props)
         except TemplateProblem as exc:
             return ActionResult(outcome=f"failed: {exc}", failed=True)
         if not to:
@@ -209,10 +201,8 @@ class MessageActivities:
         record = RecordRepository(session).get(ctx.object_type, ctx.record_id)
         props = dict(record.properties) if record is not None else {}
         try:
-            title = self._render(action.title, props, ctx)
-            assignee = (
-                self._render(action.assignee, props, ctx).strip() if action.assignee else None
-            )
+            title = render_for(ctx, action.title, props)
+            assignee = render_for(ctx, action.assignee, props).strip() if action.assignee else None
         except TemplateProblem as exc:
             return ActionResult(outcome=f"failed: {exc}", failed=True)
         due_at = input.at + action.due_in if action.due_in is not None else None

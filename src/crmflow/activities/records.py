@@ -18,9 +18,10 @@ from crmflow.definitions import (
     SetPropertyAction,
 )
 from crmflow.store import AssociationRepository, ListRepository, RecordRepository, StoreError
-from crmflow.templates import TemplateProblem, render
+from crmflow.templates import TemplateProblem
 
 from ._once import run_once
+from ._templating import render_for
 from .models import ActionInput, ActionResult, EnrollmentContext
 
 
@@ -73,13 +74,7 @@ class RecordActivities:
         for name, value in action.properties.items():
             if isinstance(value, str):
                 try:
-                    value = render(
-                        value,
-                        properties=enrolled.properties,
-                        workflow_key=ctx.workflow_key,
-                        workflow_name=ctx.workflow_name,
-                        enrollment_id=str(ctx.enrollment_id),
-                    )
+                    value = render_for(ctx, value, enrolled.properties)
                 except TemplateProblem as exc:
                     return ActionResult(outcome=f"failed: {exc}", failed=True)
             values[name] = value
@@ -108,13 +103,7 @@ class RecordActivities:
                 value = action.value
                 if isinstance(value, str):
                     try:
-                        value = render(
-                            value,
-                            properties=props,
-                            workflow_key=ctx.workflow_key,
-                            workflow_name=ctx.workflow_name,
-                            enrollment_id=str(ctx.enrollment_id),
-                        )
+                        value = render_for(ctx, value, props)
                     except TemplateProblem as exc:
                         return ActionResult(outcome=f"failed: {exc}", failed=True)
                 records.update(ctx.object_type, ctx.record_id, {action.property: value}, now=now)

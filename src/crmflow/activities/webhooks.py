@@ -34,9 +34,10 @@ from temporalio.exceptions import ApplicationError
 
 from crmflow.definitions import WebhookAction
 from crmflow.store import EnrollmentRepository, RecordRepository
-from crmflow.templates import TemplateProblem, render
+from crmflow.templates import TemplateProblem
 
 from ._once import Checkpoint, idempotency_key, no_checkpoint, result_of, run_once
+from ._templating import render_for
 from .models import ActionInput, ActionResult, EnrollmentContext
 
 _ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -222,13 +223,7 @@ class WebhookActivities:
 
         def text(source: str) -> str:
             try:
-                return render(
-                    source,
-                    properties=props,
-                    workflow_key=ctx.workflow_key,
-                    workflow_name=ctx.workflow_name,
-                    enrollment_id=str(ctx.enrollment_id),
-                )
+                return render_for(ctx, source, props)
             except TemplateProblem as exc:
                 raise Refused(str(exc)) from None
 
