@@ -113,15 +113,19 @@ async def tomorrow_only_window(env: WorkflowEnvironment) -> dict[str, object]:
     return {"days": [tomorrow.strftime("%a").lower()], "from": "09:00", "to": "17:00"}
 
 
-async def test_unenrolled_while_held_by_the_window(app, env, new_worker, publish):
-    held = {
+async def held_email(env: WorkflowEnvironment) -> dict[str, object]:
+    """One email, in a window that is closed now."""
+    return {
         "key": "held",
         "name": "Held",
         "enrollment": {"trigger": "manual"},
         "actions": [{"id": "hello", "type": "send_email", "subject": "Hi", "body": "."}],
         "settings": {"execution_window": await tomorrow_only_window(env)},
     }
-    await publish(held)
+
+
+async def test_unenrolled_while_held_by_the_window(app, env, new_worker, publish):
+    await publish(await held_email(env))
     services.set_record(app, "contact", "dee", {"email": "dee@example.com"})
     async with new_worker():
         workflow_id = await enroll_one(app, "held", "dee")
@@ -142,14 +146,7 @@ async def test_unenrolled_while_held_by_the_window(app, env, new_worker, publish
 async def test_window_holds_until_the_next_allowed_moment_on_the_store(
     app, env, new_worker, publish
 ):
-    held = {
-        "key": "held",
-        "name": "Held",
-        "enrollment": {"trigger": "manual"},
-        "actions": [{"id": "hello", "type": "send_email", "subject": "Hi", "body": "."}],
-        "settings": {"execution_window": await tomorrow_only_window(env)},
-    }
-    await publish(held)
+    await publish(await held_email(env))
     services.set_record(app, "contact", "eve", {"email": "eve@example.com"})
     tomorrow = (await env.get_current_time()).astimezone(UTC).date() + timedelta(days=1)
     async with new_worker():
