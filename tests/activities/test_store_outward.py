@@ -56,6 +56,9 @@ async def test_create_record_makes_one_associated_record_seen_by_the_change_feed
     new_id = outcome.removeprefix("created deal '").removesuffix("'")
     deal = services.show_record(app, "deal", new_id)
     assert deal["properties"] == {"name": "Deal for Ann", "amount": 100}
+    assert deal["associations"] == [{"object_type": "contact", "id": "ann"}]
+    shown = services.show_record(app, "contact", "ann")["associations"]
+    assert shown == [{"object_type": "deal", "id": new_id}]
     with app.sessions() as session:
         assert AssociationRepository(session).of_record("contact", "ann") == [("deal", new_id)]
         assert AssociationRepository(session).of_record("deal", new_id) == [("contact", "ann")]

@@ -160,6 +160,7 @@ def test_records_set_show_delete(offline_cli: Cli) -> None:
         "id": "ann",
         "properties": expected_properties,
         "lists": [],
+        "associations": [],
     }
     assert offline_cli.json("records", "show", "ann") == view
 

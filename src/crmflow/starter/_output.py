@@ -214,6 +214,9 @@ def print_record(view: dict[str, Any]) -> None:
     else:
         console.print("  (no properties)")
     console.print(f"lists: {', '.join(view['lists']) or '-'}")
+    if view.get("associations"):
+        linked = ", ".join(f"{a['object_type']} {a['id']}" for a in view["associations"])
+        console.print(f"associated: {linked}")
 
 
 def step_line(step: dict[str, Any]) -> list[Any]:

@@ -26,6 +26,7 @@ from crmflow.definitions import (
 )
 from crmflow.store import (
     ACTIVE_STATUSES,
+    AssociationRepository,
     ChangeRepository,
     Enrollment,
     EnrollmentRepository,
@@ -414,6 +415,13 @@ def record_view(session: Any, object_type: str, record_id: str) -> dict[str, Any
         "id": record_id,
         "properties": dict(record.properties),
         "lists": ListRepository(session).lists_of(object_type, record_id),
+        # Beyond SPEC §4's shape: the records `create_record` made for it (or it was made for).
+        "associations": [
+            {"object_type": other_type, "id": other_id}
+            for other_type, other_id in AssociationRepository(session).of_record(
+                object_type, record_id
+            )
+        ],
     }
 
 
