@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from crmflow.activities.models import EnrollmentContext, EnrollmentInput
 from crmflow.definitions import WorkflowDefinition
 from crmflow.starter._app import App, Settings
-from crmflow.starter.services import enrollment_search_attributes as search_attributes
 from crmflow.store import EnrollmentRepository, RecordRepository, WorkflowRepository
+from crmflow.triggers import enrollment_search_attributes as search_attributes
 from crmflow.worker import EnrollmentWorkflow, build_worker
 from crmflow.worker import _search_attributes as sa
 
