@@ -42,6 +42,14 @@ def result_of(step: EnrollmentStep) -> ActionResult:
     )
 
 
+def stored_result(sessions: sessionmaker[Session], input: ActionInput) -> ActionResult | None:
+    """The result of the action's finished step, if an earlier attempt stored it: an outward
+    action checks this before acting again."""
+    with sessions() as session:
+        step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
+        return result_of(step) if step is not None and step.finished_at else None
+
+
 def finished_at(due: datetime) -> datetime:
     """Wall-clock completion time, never before the (maybe simulated) time the action came due."""
     return max(datetime.now(UTC), due)

@@ -33,10 +33,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from crmflow.definitions import WebhookAction
-from crmflow.store import EnrollmentRepository, RecordRepository
+from crmflow.store import RecordRepository
 from crmflow.templates import TemplateProblem
 
-from ._once import Checkpoint, idempotency_key, no_checkpoint, result_of, run_once
+from ._once import Checkpoint, idempotency_key, no_checkpoint, run_once, stored_result
 from ._templating import render_for
 from .models import ActionInput, ActionResult, EnrollmentContext
 
@@ -192,7 +192,7 @@ class WebhookActivities:
         action = input.action
         if not isinstance(action, WebhookAction):
             raise TypeError(f"call_webhook cannot run a {action.type} action")
-        done = await asyncio.to_thread(self._stored, input)
+        done = await asyncio.to_thread(stored_result, self.sessions, input)
         if done is not None:
             return done
         key = idempotency_key(activity.info().workflow_id or "", action.id)
@@ -206,11 +206,6 @@ class WebhookActivities:
             update={"detail": {**result.detail, "attempt": activity.info().attempt}}
         )
         return await asyncio.to_thread(run_once, self.sessions, input, lambda session: result)
-
-    def _stored(self, input: ActionInput) -> ActionResult | None:
-        with self.sessions() as session:
-            step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
-            return result_of(step) if step is not None and step.finished_at else None
 
     def _properties(self, ctx: EnrollmentContext) -> dict[str, Any]:
         with self.sessions() as session:

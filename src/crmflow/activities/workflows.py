@@ -16,7 +16,7 @@ from crmflow.definitions import (
 )
 from crmflow.store import EnrollmentRepository, WorkflowRepository
 
-from ._once import result_of, run_once
+from ._once import run_once, stored_result
 from .models import ActionInput, ActionResult
 
 if TYPE_CHECKING:
@@ -31,11 +31,6 @@ class WorkflowActivities:
         self.sessions = sessions
         self.starter: EnrollmentStarter = EnrollmentStarter(sessions, client, task_queue)
 
-    def _stored(self, input: ActionInput) -> ActionResult | None:
-        with self.sessions() as session:
-            step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
-            return result_of(step) if step is not None and step.finished_at else None
-
     def _record(self, input: ActionInput, result: ActionResult) -> ActionResult:
         return run_once(self.sessions, input, lambda session: result)
 
@@ -44,7 +39,7 @@ class WorkflowActivities:
         action = input.action
         if not isinstance(action, EnrollInWorkflowAction):
             raise TypeError(f"enroll_in_workflow cannot run a {action.type} action")
-        done = await asyncio.to_thread(self._stored, input)
+        done = await asyncio.to_thread(stored_result, self.sessions, input)
         if done is not None:
             return done
         result = await self._enroll(input, action)
@@ -97,7 +92,7 @@ class WorkflowActivities:
         ctx, action = input.context, input.action
         if not isinstance(action, UnenrollFromWorkflowAction):
             raise TypeError(f"unenroll_from_workflow cannot run a {action.type} action")
-        done = await asyncio.to_thread(self._stored, input)
+        done = await asyncio.to_thread(stored_result, self.sessions, input)
         if done is not None:
             return done
 
