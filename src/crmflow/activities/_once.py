@@ -7,8 +7,9 @@ step and returns its stored result instead of acting twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -42,12 +43,28 @@ def result_of(step: EnrollmentStep) -> ActionResult:
     )
 
 
-def stored_result(sessions: sessionmaker[Session], input: ActionInput) -> ActionResult | None:
-    """The result of the action's finished step, if an earlier attempt stored it: an outward
-    action checks this before acting again."""
+def _stored_result(sessions: sessionmaker[Session], input: ActionInput) -> ActionResult | None:
     with sessions() as session:
         step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
         return result_of(step) if step is not None and step.finished_at else None
+
+
+async def run_outward(
+    sessions: sessionmaker[Session],
+    input: ActionInput,
+    act: Callable[[], Awaitable[ActionResult]],
+) -> ActionResult:
+    """An action whose effect cannot join the store's transaction (an HTTP call, a Temporal
+    signal): a finished step from an earlier attempt is returned without acting again;
+    otherwise `act` runs and its result is stored as the step, unless it asks to be called again
+    later (`retry_in`: nothing happened, nothing is stored)."""
+    done = await asyncio.to_thread(_stored_result, sessions, input)
+    if done is not None:
+        return done
+    result = await act()
+    if result.retry_in is not None:
+        return result
+    return await asyncio.to_thread(run_once, sessions, input, lambda session: result)
 
 
 def finished_at(due: datetime) -> datetime:

@@ -36,7 +36,7 @@ from crmflow.definitions import WebhookAction
 from crmflow.store import RecordRepository
 from crmflow.templates import TemplateProblem
 
-from ._once import Checkpoint, idempotency_key, no_checkpoint, run_once, stored_result
+from ._once import Checkpoint, idempotency_key, no_checkpoint, run_outward
 from ._templating import render_for
 from .models import ActionInput, ActionResult, EnrollmentContext
 
@@ -192,20 +192,16 @@ class WebhookActivities:
         action = input.action
         if not isinstance(action, WebhookAction):
             raise TypeError(f"call_webhook cannot run a {action.type} action")
-        done = await asyncio.to_thread(stored_result, self.sessions, input)
-        if done is not None:
-            return done
+        return await run_outward(self.sessions, input, lambda: self._call(input, action))
+
+    async def _call(self, input: ActionInput, action: WebhookAction) -> ActionResult:
         key = idempotency_key(activity.info().workflow_id or "", action.id)
         try:
             result = await self._deliver(input, action, key)
         except Refused as exc:
             result = ActionResult(outcome=f"failed: {exc}", failed=True)
-        if result.retry_in is not None:
-            return result  # nothing sent, nothing stored: the workflow calls again later
-        result = result.model_copy(
-            update={"detail": {**result.detail, "attempt": activity.info().attempt}}
-        )
-        return await asyncio.to_thread(run_once, self.sessions, input, lambda session: result)
+        attempt = activity.info().attempt
+        return result.model_copy(update={"detail": {**result.detail, "attempt": attempt}})
 
     def _properties(self, ctx: EnrollmentContext) -> dict[str, Any]:
         with self.sessions() as session:

@@ -16,7 +16,7 @@ from crmflow.definitions import (
 )
 from crmflow.store import EnrollmentRepository, WorkflowRepository
 
-from ._once import run_once, stored_result
+from ._once import run_outward
 from .models import ActionInput, ActionResult
 
 if TYPE_CHECKING:
@@ -31,19 +31,12 @@ class WorkflowActivities:
         self.sessions = sessions
         self.starter: EnrollmentStarter = EnrollmentStarter(sessions, client, task_queue)
 
-    def _record(self, input: ActionInput, result: ActionResult) -> ActionResult:
-        return run_once(self.sessions, input, lambda session: result)
-
     @activity.defn(name="enroll_in_workflow")
     async def enroll_in_workflow(self, input: ActionInput) -> ActionResult:
         action = input.action
         if not isinstance(action, EnrollInWorkflowAction):
             raise TypeError(f"enroll_in_workflow cannot run a {action.type} action")
-        done = await asyncio.to_thread(stored_result, self.sessions, input)
-        if done is not None:
-            return done
-        result = await self._enroll(input, action)
-        return await asyncio.to_thread(self._record, input, result)
+        return await run_outward(self.sessions, input, lambda: self._enroll(input, action))
 
     def _target(
         self, input: ActionInput, key: str
@@ -89,12 +82,15 @@ class WorkflowActivities:
 
     @activity.defn(name="unenroll_from_workflow")
     async def unenroll_from_workflow(self, input: ActionInput) -> ActionResult:
-        ctx, action = input.context, input.action
+        action = input.action
         if not isinstance(action, UnenrollFromWorkflowAction):
             raise TypeError(f"unenroll_from_workflow cannot run a {action.type} action")
-        done = await asyncio.to_thread(stored_result, self.sessions, input)
-        if done is not None:
-            return done
+        return await run_outward(self.sessions, input, lambda: self._unenroll(input, action))
+
+    async def _unenroll(
+        self, input: ActionInput, action: UnenrollFromWorkflowAction
+    ) -> ActionResult:
+        ctx = input.context
 
         def running() -> dict[str, str]:
             with self.sessions() as session:
@@ -112,6 +108,4 @@ class WorkflowActivities:
             outcome = f"unenrolled from {', '.join(sorted(targets))}"
         else:
             outcome = f"not enrolled in {', '.join(action.workflows)}: nothing to do"
-        return await asyncio.to_thread(
-            self._record, input, ActionResult(outcome=outcome, detail={"workflows": list(targets)})
-        )
+        return ActionResult(outcome=outcome, detail={"workflows": list(targets)})
