@@ -365,3 +365,15 @@ async def test_history_replays_deterministically(app, env, new_worker, publish):
         workflow_runner=workflow_runner(),
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, json.loads(saved)))
+
+
+def test_the_interpreter_runs_every_action_type_of_the_definition_format():
+    from typing import get_args
+
+    from crmflow.definitions import Action
+    from crmflow.worker import EXECUTABLE_ACTION_TYPES
+
+    union = get_args(Action)[0]
+    types = {get_args(model.model_fields["type"].annotation)[0] for model in get_args(union)}
+    assert len(types) == 19
+    assert types == set(EXECUTABLE_ACTION_TYPES)

@@ -41,7 +41,7 @@ from crmflow.store import (
     WorkflowRepository,
 )
 from crmflow.triggers import EnrollmentStarter, EnrollOutcome
-from crmflow.worker import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
+from crmflow.worker import EnrollmentWorkflow
 
 from ._app import App
 
@@ -152,16 +152,6 @@ def load_version(app: App, key: str, version: int | None = None) -> tuple[Workfl
         except StoreError as exc:
             raise UserError(str(exc)) from None
         return WorkflowDefinition.model_validate(found.definition), found.version
-
-
-def unsupported_features(definition: WorkflowDefinition) -> list[str]:
-    """What this build cannot execute yet. Activation refuses such a definition rather than
-    running it wrongly (a window ignored, a schedule never run)."""
-    found = []
-    for action in definition.actions:
-        if action.type not in EXECUTABLE_ACTION_TYPES:
-            found.append(f"action '{action.id}' of type {action.type}")
-    return found
 
 
 @dataclass(frozen=True)
@@ -284,11 +274,6 @@ async def activate(
     from ._schedules import sync_schedule
 
     definition, version = load_version(app, key)
-    unsupported = unsupported_features(definition)
-    if unsupported:
-        raise UserError(
-            f"workflow '{key}' uses what this version cannot run yet: {'; '.join(unsupported)}"
-        )
     trigger = definition.enrollment.trigger
     enroll_existing = enroll_existing or definition.enrollment.enroll_existing
     if enroll_existing and trigger != "criteria":
