@@ -216,6 +216,48 @@ def test_addresses_that_are_not_public_are_forbidden():
         assert not forbidden_address(address), address
 
 
+# (address, why it is refused): IPv6 forms that embed a non-public IPv4 address.
+EMBEDDED_PRIVATE = [
+    ("64:ff9b::7f00:1", "NAT64 well-known prefix to 127.0.0.1"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 to 169.254.169.254 (cloud metadata)"),
+    ("64:ff9b::c0a8:1", "NAT64 to 192.168.0.1"),
+    ("64:ff9b:1::808:808", "local-use NAT64 prefix, refused whole"),
+    ("64:ff9b:1:7f00:1::", "local-use NAT64 /48 with 127.0.0.1 in it"),
+    ("2002:7f00:1::", "6to4 of 127.0.0.1"),
+    ("2002:a00:1::1", "6to4 of 10.0.0.1"),
+    ("2002:a9fe:a9fe::", "6to4 of 169.254.169.254"),
+    ("::7f00:1", "IPv4-compatible 127.0.0.1"),
+    ("::a00:1", "IPv4-compatible 10.0.0.1"),
+    ("::ffff:0:7f00:1", "IPv4-translated (SIIT) 127.0.0.1"),
+    ("::ffff:0:a9fe:a9fe", "IPv4-translated (SIIT) 169.254.169.254"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo, client 127.0.0.1"),
+    ("2001:0:a00:1::", "Teredo, server 10.0.0.1"),
+    ("2606:4700::5efe:a00:1", "ISATAP interface id with 10.0.0.1"),
+    ("2606:4700::200:5efe:7f00:1", "ISATAP (universal bit) with 127.0.0.1"),
+    ("::ffff:10.1.2.3", "IPv4-mapped 10.1.2.3"),
+]
+EMBEDDED_PUBLIC = [
+    ("64:ff9b::808:808", "NAT64 to 8.8.8.8"),
+    ("::ffff:8.8.8.8", "IPv4-mapped 8.8.8.8"),
+    ("2606:4700::1111", "plain public IPv6"),
+]
+
+
+@pytest.mark.parametrize(("address", "why"), EMBEDDED_PRIVATE)
+def test_ipv6_forms_embedding_a_private_ipv4_address_are_forbidden(address, why):
+    assert forbidden_address(address), why
+
+
+@pytest.mark.parametrize(("address", "why"), EMBEDDED_PUBLIC)
+def test_ipv6_forms_embedding_a_public_ipv4_address_are_allowed(address, why):
+    assert not forbidden_address(address), why
+
+
+async def test_a_nat64_literal_is_refused_before_any_connection():
+    with pytest.raises(Refused, match="64:ff9b::7f00:1 is a private"):
+        await checked_address("64:ff9b::7f00:1", 80)
+
+
 async def test_a_name_is_checked_after_resolution():
     with pytest.raises(Refused, match="localhost resolves to .*, a private"):
         await checked_address("localhost", 80)

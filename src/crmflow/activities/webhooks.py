@@ -65,12 +65,53 @@ def resolve_env(value: str, env: Mapping[str, str], render_text: Callable[[str],
     return "".join(out)
 
 
-def forbidden_address(address: str) -> bool:
-    """Loopback, private, link-local, reserved, multicast, unspecified: anything not global."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+# IPv6 ranges that carry an IPv4 address in their last 32 bits, which a translator or tunnel
+# on the way may deliver to: NAT64's well-known prefix (RFC 6052), IPv4-compatible (deprecated,
+# RFC 4291) and IPv4-translated (SIIT, RFC 2765) addresses.
+_LAST_32_BITS_IPV4 = tuple(
+    ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the length of the prefix
+# the operator chose, and nothing in it is globally reachable: refused whole.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+# ISATAP interface identifiers (RFC 5214): 0000:5efe or 0200:5efe, then an IPv4 address.
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may lead to: mapped, 6to4, Teredo (server and
+    client), NAT64, IPv4-compatible, IPv4-translated and ISATAP forms."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _LAST_32_BITS_IPV4):
+        found.append(low32)
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        found.append(low32)
+    return found
+
+
+def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return not ip.is_global or ip.is_multicast
+
+
+def forbidden_address(address: str) -> bool:
+    """Loopback, private, link-local, reserved, multicast, unspecified: anything not global,
+    also when it hides in an IPv6 address that embeds an IPv4 one (see `embedded_ipv4`)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _not_public(ip)
+    if ip in _LOCAL_NAT64:
+        return True
+    if ip.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is the IPv4 host itself: judged by that address alone.
+        return _not_public(ip.ipv4_mapped)
+    return _not_public(ip) or any(_not_public(v4) for v4 in embedded_ipv4(ip))
 
 
 async def checked_address(host: str, port: int) -> str:
