@@ -105,6 +105,7 @@ class Mailbox:
     host: str = "127.0.0.1"
     port: int = 0
     messages: list[Any] = field(default_factory=list)  # email.message.Message
+    recipients: list[list[str]] = field(default_factory=list)  # RCPT TO of each message
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
     defer_once: set[str] = field(default_factory=set)  # recipients answered 451 the first time
 
@@ -120,6 +121,7 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         from email import message_from_bytes
 
+        self.recipients.append(list(envelope.rcpt_tos))
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 

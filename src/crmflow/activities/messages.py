@@ -14,10 +14,12 @@ case delivers twice, and the copies carry one Message-ID.
 from __future__ import annotations
 
 import asyncio
+import re
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -44,9 +46,37 @@ def message_id(ctx: EnrollmentContext, action_id: str) -> str:
     return f"<{ctx.workflow_key}.{ctx.enrollment_id}.{action_id}@crmflow>"
 
 
-def _looks_like_address(text: str) -> bool:
-    local, _, domain = text.partition("@")
-    return bool(local) and "." in domain and " " not in text and not domain.startswith(".")
+class InvalidAddress(ValueError):
+    """A recipient that is not exactly one plain mailbox; the message is for the user."""
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def single_mailbox(text: str) -> str:
+    """The one address `text` is, normalized (domain lower-cased, IDNA); InvalidAddress
+    otherwise. Exactly one `local@domain`: no list (`a@x.com,b@y.com` would make a record's
+    email field a relay), no display name or group, no quoting, no line break anywhere."""
+    if "\r" in text or "\n" in text:
+        raise InvalidAddress(f"invalid address {_shown(text)}: it contains a line break")
+    candidate = text.strip(" \t")
+    try:
+        return validate_email(candidate, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"invalid address {_shown(candidate)}: {exc}") from None
+
+
+# Line breaks (CR, LF and the other characters `str.splitlines` breaks on) and other control
+# characters, which have no place in a one-line header.
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """Header text on one line: each run of line breaks or control characters becomes one
+    space. A record value rendered into a subject can neither inject a header nor stop the
+    email."""
+    return _NOT_IN_A_HEADER.sub(" ", text).strip()
 
 
 class PermanentSmtpError(Exception):
@@ -54,10 +84,12 @@ class PermanentSmtpError(Exception):
 
 
 def smtp_message(smtp: SmtpSettings, outbox: OutboxMessage) -> EmailMessage:
+    """The message of an outbox row; InvalidAddress when its recipient is not one mailbox (a
+    row stored before addresses were checked this strictly)."""
     message = EmailMessage()
     message["From"] = smtp.sender
-    message["To"] = outbox.to
-    message["Subject"] = outbox.subject
+    message["To"] = single_mailbox(outbox.to)
+    message["Subject"] = one_line(outbox.subject)
     message["Message-ID"] = outbox.message_id
     message["Date"] = format_datetime(outbox.sent_at)
     message.set_content(outbox.body)
@@ -125,15 +157,17 @@ class MessageActivities:
         props = dict(record.properties) if record is not None else {}
         try:
             to_template = action.to if action.to else "{{ record.email }}"
-            to = render_for(ctx, to_template, props).strip()
-            subject = render_for(ctx, action.subject, props)
+            rendered_to = render_for(ctx, to_template, props)
+            subject = one_line(render_for(ctx, action.subject, props))
             body = render_for(ctx, action.body, props)
         except TemplateProblem as exc:
             return ActionResult(outcome=f"failed: {exc}", failed=True)
-        if not to:
+        if not rendered_to.strip():
             return ActionResult(outcome="failed: the record has no email address", failed=True)
-        if not _looks_like_address(to):
-            return ActionResult(outcome=f"failed: invalid address {to!r}", failed=True)
+        try:
+            to = single_mailbox(rendered_to)
+        except InvalidAddress as exc:
+            return ActionResult(outcome=f"failed: {exc}", failed=True)
         return OutboxMessage(
             enrollment_id=ctx.enrollment_id,
             action_id=action.id,
@@ -164,19 +198,11 @@ class MessageActivities:
             step = EnrollmentRepository(session).step(ctx.enrollment_id, action.id)
             if step is not None and step.finished_at is not None:
                 return result_of(step)
-            outbox = OutboxRepository(session)
-            # A `sending` row left by an earlier attempt is sent as it was stored.
-            stored = outbox.for_action(ctx.enrollment_id, action.id)
-            if stored is None:
-                composed = self._compose(session, input, status="sending")
-                if isinstance(composed, ActionResult):
-                    failure = composed
-                else:
-                    stored = outbox.add(composed)
-            if stored is not None:
-                email, to, subject = smtp_message(smtp, stored), stored.to, stored.subject
-        if stored is None:
+            prepared = self._prepare(smtp, session, input)
+        if isinstance(prepared, ActionResult):
+            failure = prepared
             return run_once(self.sessions, input, lambda session: failure)
+        email, to, subject = prepared
         self.checkpoint("before_effect", input)
         try:
             asyncio.run(smtp_send(smtp, email))
@@ -193,6 +219,26 @@ class MessageActivities:
             return ActionResult(outcome=outcome, failed=status == "failed", detail={"to": to})
 
         return run_once(self.sessions, input, record)
+
+    def _prepare(
+        self, smtp: SmtpSettings, session: Session, input: ActionInput
+    ) -> tuple[EmailMessage, str, str] | ActionResult:
+        """The message to send (with its recipient and subject), stored as `sending` first; a
+        `sending` row left by an earlier attempt is sent as it was stored. Or the permanent
+        failure that stops it."""
+        ctx, action = input.context, input.action
+        outbox = OutboxRepository(session)
+        stored = outbox.for_action(ctx.enrollment_id, action.id)
+        if stored is None:
+            composed = self._compose(session, input, status="sending")
+            if isinstance(composed, ActionResult):
+                return composed
+            stored = outbox.add(composed)
+        try:
+            return smtp_message(smtp, stored), stored.to, stored.subject
+        except InvalidAddress as exc:
+            stored.delivery_status = "failed"
+            return ActionResult(outcome=f"failed: {exc}", failed=True)
 
     def _create_task(self, session: Session, input: ActionInput) -> ActionResult:
         ctx, action = input.context, input.action
