@@ -23,6 +23,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    target: str = ""  # the request target as sent: path and query
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -59,7 +60,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             with lock:
                 receiver.requests.append(
                     Received(
-                        self.command, path, {k.lower(): v for k, v in self.headers.items()}, body
+                        self.command,
+                        path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        self.path,
                     )
                 )
                 hit = receiver.hits[path] = receiver.hits.get(path, 0) + 1

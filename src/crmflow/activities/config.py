@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from ._secrets import ENV_NAME, SECRET_PREFIX
+
 SmtpTls = Literal["none", "starttls", "tls"]
 
 
@@ -34,6 +36,8 @@ class OutwardSettings:
     allow_private_webhooks: bool = False
     # Webhook requests per second per workflow key; None: no limit.
     webhook_rate: float | None = None
+    # CRMFLOW_WEBHOOK_ENV: names `${env:NAME}` may read besides CRMFLOW_SECRET_*.
+    webhook_env: frozenset[str] = frozenset()
     # CRMFLOW_ACTIONS: "name=module:function,..." (custom action handlers).
     actions: str | None = None
     # `simulate`: nothing leaves the worker (no request, no SMTP, no custom handler is called);
@@ -46,6 +50,7 @@ class OutwardSettings:
             smtp=_smtp(env),
             allow_private_webhooks=_flag(env, "CRMFLOW_ALLOW_PRIVATE_WEBHOOKS"),
             webhook_rate=_rate(env),
+            webhook_env=_webhook_env(env),
             actions=_actions(env),
         )
 
@@ -71,6 +76,20 @@ def _rate(env: Mapping[str, str]) -> float | None:
     if not rate > 0:
         raise ConfigError(f"{name}={text!r}: must be greater than 0")
     return rate
+
+
+def _webhook_env(env: Mapping[str, str]) -> frozenset[str]:
+    variable = "CRMFLOW_WEBHOOK_ENV"
+    names = {name.strip() for name in (env.get(variable) or "").split(",")} - {""}
+    for name in sorted(names):
+        if not ENV_NAME.match(name):
+            raise ConfigError(f"{variable}: {name!r} is not an environment variable name")
+        if name.startswith("CRMFLOW_") and not name.startswith(SECRET_PREFIX):
+            raise ConfigError(
+                f"{variable}: {name} is one of crmflow's own settings and is never sent to "
+                f"webhooks (name a secret {SECRET_PREFIX}...)"
+            )
+    return frozenset(names)
 
 
 def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
