@@ -12,7 +12,8 @@ from typing import Literal
 
 from ._secrets import ENV_NAME, SECRET_PREFIX
 
-SmtpTls = Literal["none", "starttls", "tls"]
+# "auto" (CRMFLOW_SMTP_TLS unset): STARTTLS when the server offers it; see `messages.smtp_send`.
+SmtpTls = Literal["auto", "none", "starttls", "tls"]
 
 
 class ConfigError(ValueError):
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 class SmtpSettings:
     host: str
     port: int = 25
-    tls: SmtpTls = "none"
+    tls: SmtpTls = "auto"
     user: str | None = None
     password: str | None = None
     sender: str = "crmflow@localhost"
@@ -96,8 +97,8 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
     host = (env.get("CRMFLOW_SMTP_HOST") or "").strip()
     if not host:
         return None
-    tls_text = (env.get("CRMFLOW_SMTP_TLS") or "none").strip().lower()
-    if tls_text not in ("none", "starttls", "tls"):
+    tls_text = (env.get("CRMFLOW_SMTP_TLS") or "").strip().lower() or "auto"
+    if tls_text not in ("none", "starttls", "tls", "auto"):
         raise ConfigError(f"CRMFLOW_SMTP_TLS={tls_text!r}: expected none, starttls or tls")
     tls: SmtpTls = tls_text  # type: ignore[assignment]
     port_text = (env.get("CRMFLOW_SMTP_PORT") or "").strip()
@@ -109,14 +110,17 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
         if not 0 < port < 65536:
             raise ConfigError(f"CRMFLOW_SMTP_PORT={port_text!r}: not a port number")
     else:
-        port = {"none": 25, "starttls": 587, "tls": 465}[tls]
+        port = {"auto": 25, "none": 25, "starttls": 587, "tls": 465}[tls]
+    sender = env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}"
+    if "\r" in sender or "\n" in sender:
+        raise ConfigError("CRMFLOW_SMTP_FROM: contains a line break")
     return SmtpSettings(
         host=host,
         port=port,
         tls=tls,
         user=env.get("CRMFLOW_SMTP_USER") or None,
         password=env.get("CRMFLOW_SMTP_PASSWORD") or None,
-        sender=env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}",
+        sender=sender,
     )
 
 

@@ -80,7 +80,8 @@ def one_line(text: str) -> str:
 
 
 class PermanentSmtpError(Exception):
-    """The server refused the message for good (a 5xx reply)."""
+    """The email cannot go out: a 5xx reply, or a password that would travel in clear text.
+    The message is the step's outcome (after `failed: `)."""
 
 
 def smtp_message(smtp: SmtpSettings, outbox: OutboxMessage) -> EmailMessage:
@@ -96,32 +97,63 @@ def smtp_message(smtp: SmtpSettings, outbox: OutboxMessage) -> EmailMessage:
     return message
 
 
+# CRMFLOW_SMTP_TLS -> aiosmtplib's `start_tls`: None upgrades when the server offers STARTTLS.
+_START_TLS: dict[str, bool | None] = {"auto": None, "none": False, "starttls": True, "tls": False}
+
+
+def _encrypted(client: aiosmtplib.SMTP) -> bool:
+    return client.get_transport_info("sslcontext") is not None
+
+
 async def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
-    """Send one message; PermanentSmtpError for a 5xx, ApplicationError (retryable) otherwise."""
+    """Send one message; PermanentSmtpError for a 5xx or a password that would go out in clear
+    text, ApplicationError (retryable) otherwise.
+
+    TLS (CRMFLOW_SMTP_TLS): `tls` and `starttls` require it, with the server's certificate
+    checked; `none` never uses it; unset (`auto`) upgrades with STARTTLS when the server offers
+    it. Without a password that is opportunistic encryption (the certificate is not checked:
+    never worse than the clear text it replaces, so a local relay with a self-signed
+    certificate keeps working); with a password the certificate is checked, and a server that
+    offers no STARTTLS is not sent the password at all."""
+    client = aiosmtplib.SMTP(
+        hostname=smtp.host,
+        port=smtp.port,
+        timeout=smtp.timeout,
+        use_tls=smtp.tls == "tls",
+        start_tls=_START_TLS[smtp.tls],
+        validate_certs=smtp.tls != "auto" or smtp.password is not None,
+    )
+    where = f"{smtp.host}:{smtp.port}"
     try:
-        await aiosmtplib.send(
-            message,
-            hostname=smtp.host,
-            port=smtp.port,
-            username=smtp.user,
-            password=smtp.password,
-            use_tls=smtp.tls == "tls",
-            start_tls=smtp.tls == "starttls",
-            timeout=smtp.timeout,
-        )
+        await client.connect()
+        if smtp.user is not None:
+            if smtp.password is not None and smtp.tls == "auto" and not _encrypted(client):
+                raise PermanentSmtpError(
+                    f"SMTP {where} does not offer STARTTLS: the password is not sent in clear "
+                    "text (CRMFLOW_SMTP_TLS=none allows it)"
+                )
+            await client.login(smtp.user, smtp.password or "")
+        await client.send_message(message)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [error.code for error in exc.recipients]
         if codes and all(code >= 500 for code in codes):
-            raise PermanentSmtpError(f"recipient refused: {exc.recipients[0].message}") from None
+            raise PermanentSmtpError(
+                f"SMTP refused the email to {message['To']}: recipient refused: "
+                f"{exc.recipients[0].message}"
+            ) from None
         raise ApplicationError(f"SMTP: recipient deferred: {exc}", type="SmtpDeferred") from None
     except aiosmtplib.SMTPResponseException as exc:
         if exc.code >= 500:
-            raise PermanentSmtpError(f"{exc.code} {exc.message}") from None
+            raise PermanentSmtpError(
+                f"SMTP refused the email to {message['To']}: {exc.code} {exc.message}"
+            ) from None
         raise ApplicationError(f"SMTP: {exc.code} {exc.message}", type="SmtpDeferred") from None
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise ApplicationError(
-            f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}", type="SmtpConnection"
+            f"SMTP {where}: {type(exc).__name__}: {exc}", type="SmtpConnection"
         ) from None
+    finally:
+        client.close()
 
 
 class MessageActivities:
@@ -207,7 +239,7 @@ class MessageActivities:
         try:
             asyncio.run(smtp_send(smtp, email))
         except PermanentSmtpError as exc:
-            outcome, status = f"failed: SMTP refused the email to {to}: {exc}", "failed"
+            outcome, status = f"failed: {exc}", "failed"
         else:
             outcome, status = f"email to {to}: {subject} (sent over SMTP)", "sent"
             self.checkpoint("after_effect", input)
