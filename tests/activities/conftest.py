@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 from aiosmtpd.controller import Controller
 
 
@@ -23,6 +25,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    target: str = ""  # the request target as sent: path and query
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -59,7 +62,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             with lock:
                 receiver.requests.append(
                     Received(
-                        self.command, path, {k.lower(): v for k, v in self.headers.items()}, body
+                        self.command,
+                        path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        self.path,
                     )
                 )
                 hit = receiver.hits[path] = receiver.hits.get(path, 0) + 1
@@ -105,6 +112,18 @@ class Mailbox:
     host: str = "127.0.0.1"
     port: int = 0
     messages: list[Any] = field(default_factory=list)  # email.message.Message
+    recipients: list[list[str]] = field(default_factory=list)  # RCPT TO of each message
+    encrypted: list[bool] = field(default_factory=list)  # each message came over TLS
+    logins: list[tuple[str, str, bool]] = field(default_factory=list)  # user, password, TLS
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        assert isinstance(auth_data, LoginPassword)
+        user, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((user, password, session.ssl is not None))
+        return AuthResult(success=True)
+
     refuse: set[str] = field(default_factory=set)  # recipients answered 550
     defer_once: set[str] = field(default_factory=set)  # recipients answered 451 the first time
 
@@ -120,17 +139,55 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         from email import message_from_bytes
 
+        self.recipients.append(list(envelope.rcpt_tos))
+        self.encrypted.append(session.ssl is not None)
         self.messages.append(message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
+@contextlib.contextmanager
+def running_mailbox(
+    *, tls_context: ssl.SSLContext | None = None, auth: bool = False
+) -> Iterator[Mailbox]:
+    """An SMTP server on 127.0.0.1; `tls_context`: it offers STARTTLS; `auth`: it accepts
+    AUTH (also without TLS, as a badly configured server would) and records each login."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     box = Mailbox(port=port)
-    controller = Controller(box, hostname="127.0.0.1", port=port)
+    options: dict[str, Any] = {}
+    if tls_context is not None:
+        options["tls_context"] = tls_context
+    if auth:
+        options.update(authenticator=box.authenticate, auth_require_tls=False)
+    controller = Controller(box, hostname="127.0.0.1", port=port, **options)
     controller.start()
-    yield box
-    controller.stop()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    with running_mailbox() as box:
+        yield box
+
+
+@dataclass
+class MailCA:
+    """A certificate authority made for the test, and a server certificate for 127.0.0.1."""
+
+    ca: trustme.CA
+    server_context: ssl.SSLContext
+    ca_file: str
+
+
+@pytest.fixture(scope="session")
+def mail_ca(tmp_path_factory: pytest.TempPathFactory) -> MailCA:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return MailCA(ca=ca, server_context=context, ca_file=str(ca_file))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 calls: list[dict[str, Any]] = []
@@ -38,3 +39,17 @@ def broken(ctx: Any) -> dict[str, Any]:
 
 def bad_return(ctx: Any) -> Any:
     return ["not", "a", "mapping"]
+
+
+slow_started = threading.Event()
+slow_release = threading.Event()
+slow_calls: list[dict[str, Any]] = []
+
+
+def slow(ctx: Any) -> dict[str, Any]:
+    """Runs until the test releases it (at most 45 s: longer than SQLite's 30 s busy timeout)."""
+    slow_calls.append(dict(ctx.record))
+    slow_started.set()
+    if not slow_release.wait(45):
+        raise TimeoutError("the test never released the slow handler")
+    return {"synced": "slow"}

@@ -3,11 +3,13 @@ enrollments."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import custom_handlers
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 from tests_support import enroll_one, result_of, steps_of
 
@@ -15,6 +17,7 @@ from crmflow.activities import custom as custom_module
 from crmflow.activities.config import ConfigError, OutwardSettings, parse_actions_setting
 from crmflow.activities.custom import HandlerRegistry
 from crmflow.starter import services
+from crmflow.starter.cli import cli
 from crmflow.store import AssociationRepository, RecordChange
 
 HANDLERS = (
@@ -225,3 +228,33 @@ async def test_a_dry_run_worker_sends_nothing_and_says_what_it_would_do(
     assert steps["score"] == "simulated: custom score (not run)"
     assert receiver.requests == [] and mailbox.messages == [] and custom_handlers.calls == []
     assert "score" not in services.show_record(app, "contact", "ann")["properties"]
+
+
+async def test_a_running_handler_does_not_hold_the_store(app, env, new_worker, publish, tmp_path):
+    """A slow handler (say, a 35 s call to another system) runs while `crmflow records set`
+    writes the same record: on SQLite the handler no longer holds the write lock, on
+    PostgreSQL no row lock. The handler's updates still land once, after it returns."""
+    custom_handlers.slow_started.clear()
+    custom_handlers.slow_release.clear()
+    custom_handlers.slow_calls.clear()
+    await publish(manual("slow", [{"id": "sync", "type": "custom", "handler": "slow"}]))
+    services.set_record(app, "contact", "ann", {"firstname": "Ann"})
+    async with new_worker(outward=OutwardSettings(actions="slow=custom_handlers:slow")):
+        workflow_id = await enroll_one(app, "slow", "ann")
+        assert await asyncio.to_thread(custom_handlers.slow_started.wait, 60)
+        try:
+            written = await asyncio.to_thread(
+                CliRunner().invoke,
+                cli,
+                ["--db", app.settings.db_url, "records", "set", "ann", "phone=555"],
+                env={"CRMFLOW_DEBUG": None},
+            )
+        finally:
+            custom_handlers.slow_release.set()
+        result = await result_of(env, workflow_id)
+    assert written.exit_code == 0, written.output
+    assert result.status == "completed"
+    assert steps_of(app, "slow")["sync"] == "custom slow: updated synced"
+    assert custom_handlers.slow_calls == [{"firstname": "Ann"}]  # called once
+    props = services.show_record(app, "contact", "ann")["properties"]
+    assert props == {"firstname": "Ann", "phone": "555", "synced": "slow"}

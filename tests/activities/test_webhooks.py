@@ -11,6 +11,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow.activities._secrets import Secrets
 from crmflow.activities.config import OutwardSettings
 from crmflow.activities.webhooks import (
     RateLimiter,
@@ -18,7 +19,6 @@ from crmflow.activities.webhooks import (
     checked_address,
     classify,
     forbidden_address,
-    resolve_env,
     retry_after,
 )
 from crmflow.starter import services
@@ -54,12 +54,12 @@ async def run_hook(app, env, new_worker, publish, definition, *, outward=ALLOW):
 async def test_delivers_method_headers_templated_body_and_an_idempotency_key(
     app, env, new_worker, publish, receiver, monkeypatch
 ):
-    monkeypatch.setenv("CRMFLOW_TEST_TOKEN", "s3cret")
+    monkeypatch.setenv("CRMFLOW_SECRET_TEST_TOKEN", "s3cret")
     definition = hook(
         receiver.url("/ok"),
         method="PUT",
         headers={
-            "Authorization": "Bearer ${env:CRMFLOW_TEST_TOKEN}",
+            "Authorization": "Bearer ${env:CRMFLOW_SECRET_TEST_TOKEN}",
             "X-Who": "{{ record.firstname }}",
         },
         body={"name": "{{ record.firstname }}", "workflow": "{{ workflow.key }}", "n": 3},
@@ -79,7 +79,7 @@ async def test_delivers_method_headers_templated_body_and_an_idempotency_key(
         enrollment["temporal_workflow_id"]
     ).fetch_history()
     events = "".join(str(event) for event in history.events)  # payloads as (escaped) text
-    assert "${env:CRMFLOW_TEST_TOKEN}" in events
+    assert "${env:CRMFLOW_SECRET_TEST_TOKEN}" in events
     assert "s3cret" not in events
 
 
@@ -141,10 +141,10 @@ async def test_loopback_is_refused_without_the_setting(app, env, new_worker, pub
 async def test_a_missing_env_variable_is_a_permanent_failure(
     app, env, new_worker, publish, receiver, monkeypatch
 ):
-    monkeypatch.delenv("CRMFLOW_TEST_NOT_SET", raising=False)
-    definition = hook(receiver.url("/ok"), headers={"X-Key": "${env:CRMFLOW_TEST_NOT_SET}"})
+    monkeypatch.delenv("CRMFLOW_SECRET_UNSET", raising=False)
+    definition = hook(receiver.url("/ok"), headers={"X-Key": "${env:CRMFLOW_SECRET_UNSET}"})
     outcome = await run_hook(app, env, new_worker, publish, definition)
-    assert outcome == "failed: environment variable CRMFLOW_TEST_NOT_SET is not set on the worker"
+    assert outcome == "failed: environment variable CRMFLOW_SECRET_UNSET is not set on the worker"
     assert receiver.requests == []
 
 
@@ -216,6 +216,48 @@ def test_addresses_that_are_not_public_are_forbidden():
         assert not forbidden_address(address), address
 
 
+# (address, why it is refused): IPv6 forms that embed a non-public IPv4 address.
+EMBEDDED_PRIVATE = [
+    ("64:ff9b::7f00:1", "NAT64 well-known prefix to 127.0.0.1"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 to 169.254.169.254 (cloud metadata)"),
+    ("64:ff9b::c0a8:1", "NAT64 to 192.168.0.1"),
+    ("64:ff9b:1::808:808", "local-use NAT64 prefix, refused whole"),
+    ("64:ff9b:1:7f00:1::", "local-use NAT64 /48 with 127.0.0.1 in it"),
+    ("2002:7f00:1::", "6to4 of 127.0.0.1"),
+    ("2002:a00:1::1", "6to4 of 10.0.0.1"),
+    ("2002:a9fe:a9fe::", "6to4 of 169.254.169.254"),
+    ("::7f00:1", "IPv4-compatible 127.0.0.1"),
+    ("::a00:1", "IPv4-compatible 10.0.0.1"),
+    ("::ffff:0:7f00:1", "IPv4-translated (SIIT) 127.0.0.1"),
+    ("::ffff:0:a9fe:a9fe", "IPv4-translated (SIIT) 169.254.169.254"),
+    ("2001:0:4136:e378:8000:63bf:80ff:fffe", "Teredo, client 127.0.0.1"),
+    ("2001:0:a00:1::", "Teredo, server 10.0.0.1"),
+    ("2606:4700::5efe:a00:1", "ISATAP interface id with 10.0.0.1"),
+    ("2606:4700::200:5efe:7f00:1", "ISATAP (universal bit) with 127.0.0.1"),
+    ("::ffff:10.1.2.3", "IPv4-mapped 10.1.2.3"),
+]
+EMBEDDED_PUBLIC = [
+    ("64:ff9b::808:808", "NAT64 to 8.8.8.8"),
+    ("::ffff:8.8.8.8", "IPv4-mapped 8.8.8.8"),
+    ("2606:4700::1111", "plain public IPv6"),
+]
+
+
+@pytest.mark.parametrize(("address", "why"), EMBEDDED_PRIVATE)
+def test_ipv6_forms_embedding_a_private_ipv4_address_are_forbidden(address, why):
+    assert forbidden_address(address), why
+
+
+@pytest.mark.parametrize(("address", "why"), EMBEDDED_PUBLIC)
+def test_ipv6_forms_embedding_a_public_ipv4_address_are_allowed(address, why):
+    assert not forbidden_address(address), why
+
+
+async def test_a_nat64_literal_is_refused_before_any_connection():
+    with pytest.raises(Refused, match="64:ff9b::7f00:1 is a private"):
+        await checked_address("64:ff9b::7f00:1", 80)
+
+
 async def test_a_name_is_checked_after_resolution():
     with pytest.raises(Refused, match="localhost resolves to .*, a private"):
         await checked_address("localhost", 80)
@@ -223,11 +265,12 @@ async def test_a_name_is_checked_after_resolution():
 
 def test_env_references_are_resolved_but_never_from_a_rendered_property():
     def render(text: str) -> str:
-        return text.replace("{{ record.x }}", "${env:SECRET}")
+        return text.replace("{{ record.x }}", "${env:CRMFLOW_SECRET_X}")
 
-    env = {"TOKEN": "t0k", "SECRET": "leak"}
-    assert resolve_env("Bearer ${env:TOKEN}", env, render) == "Bearer t0k"
-    assert resolve_env("{{ record.x }}", env, render) == "${env:SECRET}"
+    env = {"CRMFLOW_SECRET_TOKEN": "t0k", "CRMFLOW_SECRET_X": "leak"}
+    secrets = Secrets(env)
+    assert secrets.resolve("Bearer ${env:CRMFLOW_SECRET_TOKEN}", render) == "Bearer t0k"
+    assert secrets.resolve("{{ record.x }}", render) == "${env:CRMFLOW_SECRET_X}"
 
 
 def test_retry_after_in_seconds_or_as_a_date_is_capped():
@@ -294,3 +337,41 @@ async def test_the_request_goes_to_the_checked_address_with_the_name_as_host(
     assert checked == [("crmflow-test.invalid", receiver.port)]
     [request] = receiver.requests
     assert request.headers["host"] == f"crmflow-test.invalid:{receiver.port}"
+
+
+async def test_a_line_break_in_a_header_is_a_permanent_failure_and_utf8_is_sent(
+    app, env, new_worker, publish, receiver
+):
+    await publish(
+        {
+            "key": "hooks",
+            "name": "Hooks",
+            "enrollment": {"trigger": "manual"},
+            "actions": [
+                {
+                    "id": "inject",
+                    "type": "webhook",
+                    "url": receiver.url("/inject"),
+                    "headers": {"X-Who": "{{ record.firstname }}"},
+                },
+                {
+                    "id": "utf8",
+                    "type": "webhook",
+                    "url": receiver.url("/utf8"),
+                    "headers": {"X-Who": "{{ record.lastname }}"},
+                },
+            ],
+        }
+    )
+    services.set_record(
+        app, "contact", "ann", {"firstname": "Ann\r\nX-Injected: 1", "lastname": "Müller"}
+    )
+    async with new_worker(outward=ALLOW):
+        result = await result_of(env, await enroll_one(app, "hooks", "ann"))
+    assert result.status == "completed"
+    steps = steps_of(app, "hooks")
+    assert steps["inject"] == "failed: header X-Who: the value contains a line break"
+    assert steps["utf8"] == f"POST {receiver.url('/utf8')}: 200"
+    assert receiver.to("/inject") == []
+    [request] = receiver.to("/utf8")
+    assert request.headers["x-who"].encode("latin-1").decode() == "Müller"

@@ -425,6 +425,11 @@ def test_webhook_defaults_and_body() -> None:
     text = action(type="webhook", url="http://x", method="PUT", body="{{ record.email }}")
     assert isinstance(text, WebhookAction)
     assert text.body == "{{ record.email }}"
+    # A URL may hold secrets too: resolved in the worker, kept as a placeholder here.
+    for url in ("https://x/${env:CRMFLOW_SECRET_A}?k=${env:B}", "${env:CRMFLOW_SECRET_URL}"):
+        with_env = action(type="webhook", url=url)
+        assert isinstance(with_env, WebhookAction)
+        assert with_env.url == url
 
 
 @pytest.mark.parametrize(
@@ -433,8 +438,11 @@ def test_webhook_defaults_and_body() -> None:
         ({"url": "ftp://x"}, "is not an http:// or https:// URL"),
         ({"url": "https://x", "method": "FETCH"}, "Input should be 'GET'"),
         ({"url": "https://x", "body": 3}, "body must be text"),
-        ({"url": "https://x", "body": {"k": "${env:SECRET}"}}, "only replaced in webhook headers"),
-        ({"url": "https://x?t=${env:SECRET}"}, "only replaced in webhook headers"),
+        (
+            {"url": "https://x", "body": {"k": "${env:SECRET}"}},
+            "only replaced in webhook URLs and headers",
+        ),
+        ({"url": "https://x?t=${env:bad-name}"}, "invalid environment variable name"),
         (
             {"url": "https://x", "headers": {"A": "${env:not valid}"}},
             "invalid environment variable",

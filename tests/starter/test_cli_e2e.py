@@ -402,9 +402,15 @@ def test_up_runs_everything_and_stops_cleanly(
     port, ui_port = free_port(), free_port()
     log = tmp_path / "up.log"
     command = [*crmflow_command(), "up", "--temporal-port", str(port), "--ui-port", str(ui_port)]
+    # A production cluster's settings left in the shell are not for the local dev server.
+    production = clean_env(
+        CRMFLOW_TEMPORAL_API_KEY="production-key",
+        CRMFLOW_TEMPORAL_TLS_CA=str(tmp_path / "production-ca.pem"),
+        CRMFLOW_TEMPORAL_TLS_SERVER_NAME="temporal.example.com",
+    )
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=clean_env()
+            command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=production
         )
     try:
         wait_for_line(process, log, "Ctrl-C to stop", eventually)

@@ -370,6 +370,11 @@ def test_unexpected_error_is_one_line_unless_debugging(
         ),
         ({"CRMFLOW_WEBHOOK_RATE": "fast"}, "CRMFLOW_WEBHOOK_RATE"),
         ({"CRMFLOW_ACTIONS": "nonsense"}, "CRMFLOW_ACTIONS"),
+        ({"CRMFLOW_WEBHOOK_ENV": "PARTNER_TOKEN,CRMFLOW_DB"}, "CRMFLOW_WEBHOOK_ENV"),
+        (
+            {"CRMFLOW_SMTP_HOST": "mail.example.com", "CRMFLOW_SMTP_FROM": "a@x.com\nBcc: b@y"},
+            "CRMFLOW_SMTP_FROM",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", ["worker", "up"])

@@ -43,7 +43,8 @@ def result_of(step: EnrollmentStep) -> ActionResult:
     )
 
 
-def _stored_result(sessions: sessionmaker[Session], input: ActionInput) -> ActionResult | None:
+def stored_result(sessions: sessionmaker[Session], input: ActionInput) -> ActionResult | None:
+    """The result an earlier attempt stored for this action of this enrollment, if any."""
     with sessions() as session:
         step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
         return result_of(step) if step is not None and step.finished_at else None
@@ -58,7 +59,7 @@ async def run_outward(
     signal): a finished step from an earlier attempt is returned without acting again;
     otherwise `act` runs and its result is stored as the step, unless it asks to be called again
     later (`retry_in`: nothing happened, nothing is stored)."""
-    done = await asyncio.to_thread(_stored_result, sessions, input)
+    done = await asyncio.to_thread(stored_result, sessions, input)
     if done is not None:
         return done
     result = await act()

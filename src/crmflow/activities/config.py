@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-SmtpTls = Literal["none", "starttls", "tls"]
+from ._secrets import ENV_NAME, SECRET_PREFIX
+
+# "auto" (CRMFLOW_SMTP_TLS unset): STARTTLS when the server offers it; see `messages.smtp_send`.
+SmtpTls = Literal["auto", "none", "starttls", "tls"]
 
 
 class ConfigError(ValueError):
@@ -21,7 +24,7 @@ class ConfigError(ValueError):
 class SmtpSettings:
     host: str
     port: int = 25
-    tls: SmtpTls = "none"
+    tls: SmtpTls = "auto"
     user: str | None = None
     password: str | None = None
     sender: str = "crmflow@localhost"
@@ -34,6 +37,8 @@ class OutwardSettings:
     allow_private_webhooks: bool = False
     # Webhook requests per second per workflow key; None: no limit.
     webhook_rate: float | None = None
+    # CRMFLOW_WEBHOOK_ENV: names `${env:NAME}` may read besides CRMFLOW_SECRET_*.
+    webhook_env: frozenset[str] = frozenset()
     # CRMFLOW_ACTIONS: "name=module:function,..." (custom action handlers).
     actions: str | None = None
     # `simulate`: nothing leaves the worker (no request, no SMTP, no custom handler is called);
@@ -46,6 +51,7 @@ class OutwardSettings:
             smtp=_smtp(env),
             allow_private_webhooks=_flag(env, "CRMFLOW_ALLOW_PRIVATE_WEBHOOKS"),
             webhook_rate=_rate(env),
+            webhook_env=_webhook_env(env),
             actions=_actions(env),
         )
 
@@ -73,12 +79,26 @@ def _rate(env: Mapping[str, str]) -> float | None:
     return rate
 
 
+def _webhook_env(env: Mapping[str, str]) -> frozenset[str]:
+    variable = "CRMFLOW_WEBHOOK_ENV"
+    names = {name.strip() for name in (env.get(variable) or "").split(",")} - {""}
+    for name in sorted(names):
+        if not ENV_NAME.match(name):
+            raise ConfigError(f"{variable}: {name!r} is not an environment variable name")
+        if name.startswith("CRMFLOW_") and not name.startswith(SECRET_PREFIX):
+            raise ConfigError(
+                f"{variable}: {name} is one of crmflow's own settings and is never sent to "
+                f"webhooks (name a secret {SECRET_PREFIX}...)"
+            )
+    return frozenset(names)
+
+
 def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
     host = (env.get("CRMFLOW_SMTP_HOST") or "").strip()
     if not host:
         return None
-    tls_text = (env.get("CRMFLOW_SMTP_TLS") or "none").strip().lower()
-    if tls_text not in ("none", "starttls", "tls"):
+    tls_text = (env.get("CRMFLOW_SMTP_TLS") or "").strip().lower() or "auto"
+    if tls_text not in ("none", "starttls", "tls", "auto"):
         raise ConfigError(f"CRMFLOW_SMTP_TLS={tls_text!r}: expected none, starttls or tls")
     tls: SmtpTls = tls_text  # type: ignore[assignment]
     port_text = (env.get("CRMFLOW_SMTP_PORT") or "").strip()
@@ -90,14 +110,17 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
         if not 0 < port < 65536:
             raise ConfigError(f"CRMFLOW_SMTP_PORT={port_text!r}: not a port number")
     else:
-        port = {"none": 25, "starttls": 587, "tls": 465}[tls]
+        port = {"auto": 25, "none": 25, "starttls": 587, "tls": 465}[tls]
+    sender = env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}"
+    if "\r" in sender or "\n" in sender:
+        raise ConfigError("CRMFLOW_SMTP_FROM: contains a line break")
     return SmtpSettings(
         host=host,
         port=port,
         tls=tls,
         user=env.get("CRMFLOW_SMTP_USER") or None,
         password=env.get("CRMFLOW_SMTP_PASSWORD") or None,
-        sender=env.get("CRMFLOW_SMTP_FROM") or f"crmflow@{host}",
+        sender=sender,
     )
 
 

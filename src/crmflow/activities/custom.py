@@ -5,9 +5,10 @@ Handlers are registered by name through the entry point group `crmflow.actions`
 worker's `CRMFLOW_ACTIONS=score=mypkg.actions:score,other=mod:fn` (which wins on a name clash).
 
 A handler is called as `handler(ctx: CustomActionContext)` and returns None or a mapping of
-property updates for the enrolled record (None as a value clears a property). The updates and the
-step row commit in one transaction, so they happen once; an exception rolls both back and the
-action is retried (see `worker._policies.OUTWARD`), then recorded as failed. Side effects of the
+property updates for the enrolled record (None as a value clears a property). It runs outside
+any store transaction, on the record as read just before; its updates and the step row then
+commit in one short transaction, so they happen once. An exception stores nothing and the action
+is retried (see `worker._policies.OUTWARD`), then recorded as failed. Side effects of the
 handler's own outside the store should use `ctx.idempotency_key`, stable across retries.
 """
 
@@ -26,7 +27,7 @@ from temporalio import activity
 from crmflow.definitions import CustomAction
 from crmflow.store import RecordRepository
 
-from ._once import Checkpoint, idempotency_key, no_checkpoint, run_once
+from ._once import Checkpoint, idempotency_key, no_checkpoint, run_once, stored_result
 from .config import parse_actions_setting
 from .models import ActionInput, ActionResult, EnrollmentContext
 
@@ -100,12 +101,28 @@ class CustomActivities:
 
     @activity.defn(name="run_custom_action")
     def run_custom_action(self, input: ActionInput) -> ActionResult:
-        return run_once(self.sessions, input, lambda session: self._run(session, input))
-
-    def _run(self, session: Session, input: ActionInput) -> ActionResult:
-        ctx, action = input.context, input.action
+        """The handler runs outside any transaction (it may take its time, or call other
+        systems, without holding the store's write lock); then, in one short transaction, its
+        property updates are applied and the step stored, unless an earlier attempt stored the
+        step already: the step row keeps the updates exactly once."""
+        action = input.action
         if not isinstance(action, CustomAction):
             raise TypeError(f"run_custom_action cannot run a {action.type} action")
+        done = stored_result(self.sessions, input)
+        if done is not None:
+            return done
+        outcome = self._call(input, action)
+        if isinstance(outcome, ActionResult):
+            failure = outcome
+            return run_once(self.sessions, input, lambda session: failure)
+        updates = outcome
+        return run_once(
+            self.sessions, input, lambda session: self._apply(session, input, action, updates)
+        )
+
+    def _call(self, input: ActionInput, action: CustomAction) -> ActionResult | dict[str, Any]:
+        """The handler's property updates, or the result that ends the action without any."""
+        ctx = input.context
         try:
             handler = self.registry.get(action.handler)
         except KeyError:
@@ -119,18 +136,17 @@ class CustomActivities:
             return ActionResult(
                 outcome=f"failed: handler '{action.handler}' cannot be loaded: {exc}", failed=True
             )
-        records = RecordRepository(session)
-        record = records.get(ctx.object_type, ctx.record_id, for_update=True)
-        if record is None:
-            return ActionResult(
-                outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True
-            )
+        with self.sessions() as session:
+            record = RecordRepository(session).get(ctx.object_type, ctx.record_id)
+            properties = dict(record.properties) if record is not None else None
+        if properties is None:
+            return _gone(ctx)
         if self.dry_run:
             return ActionResult(outcome=f"simulated: custom {action.handler} (not run)")
         self.checkpoint("before_effect", input)
         updates = handler(
             CustomActionContext(
-                record=dict(record.properties),
+                record=properties,
                 object_type=ctx.object_type,
                 record_id=ctx.record_id,
                 params=dict(action.params),
@@ -155,10 +171,25 @@ class CustomActivities:
                 f"for {', '.join(sorted(bad))}",
                 failed=True,
             )
-        records.update(ctx.object_type, ctx.record_id, dict(updates), now=input.at)
+        return dict(updates)
+
+    def _apply(
+        self, session: Session, input: ActionInput, action: CustomAction, updates: dict[str, Any]
+    ) -> ActionResult:
+        ctx = input.context
+        records = RecordRepository(session)
+        if records.get(ctx.object_type, ctx.record_id, for_update=True) is None:
+            return _gone(ctx)  # deleted while the handler ran
+        records.update(ctx.object_type, ctx.record_id, updates, now=input.at)
         # Still inside the transaction: dying here rolls the updates back with the step.
         self.checkpoint("after_effect", input)
         changed = ", ".join(sorted(updates)) or "nothing"
         return ActionResult(
-            outcome=f"custom {action.handler}: updated {changed}", detail={"updates": dict(updates)}
+            outcome=f"custom {action.handler}: updated {changed}", detail={"updates": updates}
         )
+
+
+def _gone(ctx: EnrollmentContext) -> ActionResult:
+    return ActionResult(
+        outcome=f"failed: {ctx.object_type} '{ctx.record_id}' no longer exists", failed=True
+    )

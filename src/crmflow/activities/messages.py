@@ -14,10 +14,12 @@ case delivers twice, and the copies carry one Message-ID.
 from __future__ import annotations
 
 import asyncio
+import re
 from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -44,52 +46,114 @@ def message_id(ctx: EnrollmentContext, action_id: str) -> str:
     return f"<{ctx.workflow_key}.{ctx.enrollment_id}.{action_id}@crmflow>"
 
 
-def _looks_like_address(text: str) -> bool:
-    local, _, domain = text.partition("@")
-    return bool(local) and "." in domain and " " not in text and not domain.startswith(".")
+class InvalidAddress(ValueError):
+    """A recipient that is not exactly one plain mailbox; the message is for the user."""
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def single_mailbox(text: str) -> str:
+    """The one address `text` is, normalized (domain lower-cased, IDNA); InvalidAddress
+    otherwise. Exactly one `local@domain`: no list (`a@x.com,b@y.com` would make a record's
+    email field a relay), no display name or group, no quoting, no line break anywhere."""
+    if "\r" in text or "\n" in text:
+        raise InvalidAddress(f"invalid address {_shown(text)}: it contains a line break")
+    candidate = text.strip(" \t")
+    try:
+        return validate_email(candidate, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"invalid address {_shown(candidate)}: {exc}") from None
+
+
+# Line breaks (CR, LF and the other characters `str.splitlines` breaks on) and other control
+# characters, which have no place in a one-line header.
+_NOT_IN_A_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]+")
+
+
+def one_line(text: str) -> str:
+    """Header text on one line: each run of line breaks or control characters becomes one
+    space. A record value rendered into a subject can neither inject a header nor stop the
+    email."""
+    return _NOT_IN_A_HEADER.sub(" ", text).strip()
 
 
 class PermanentSmtpError(Exception):
-    """The server refused the message for good (a 5xx reply)."""
+    """The email cannot go out: a 5xx reply, or a password that would travel in clear text.
+    The message is the step's outcome (after `failed: `)."""
 
 
 def smtp_message(smtp: SmtpSettings, outbox: OutboxMessage) -> EmailMessage:
+    """The message of an outbox row; InvalidAddress when its recipient is not one mailbox (a
+    row stored before addresses were checked this strictly)."""
     message = EmailMessage()
     message["From"] = smtp.sender
-    message["To"] = outbox.to
-    message["Subject"] = outbox.subject
+    message["To"] = single_mailbox(outbox.to)
+    message["Subject"] = one_line(outbox.subject)
     message["Message-ID"] = outbox.message_id
     message["Date"] = format_datetime(outbox.sent_at)
     message.set_content(outbox.body)
     return message
 
 
+# CRMFLOW_SMTP_TLS -> aiosmtplib's `start_tls`: None upgrades when the server offers STARTTLS.
+_START_TLS: dict[str, bool | None] = {"auto": None, "none": False, "starttls": True, "tls": False}
+
+
+def _encrypted(client: aiosmtplib.SMTP) -> bool:
+    return client.get_transport_info("sslcontext") is not None
+
+
 async def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
-    """Send one message; PermanentSmtpError for a 5xx, ApplicationError (retryable) otherwise."""
+    """Send one message; PermanentSmtpError for a 5xx or a password that would go out in clear
+    text, ApplicationError (retryable) otherwise.
+
+    TLS (CRMFLOW_SMTP_TLS): `tls` and `starttls` require it, with the server's certificate
+    checked; `none` never uses it; unset (`auto`) upgrades with STARTTLS when the server offers
+    it. Without a password that is opportunistic encryption (the certificate is not checked:
+    never worse than the clear text it replaces, so a local relay with a self-signed
+    certificate keeps working); with a password the certificate is checked, and a server that
+    offers no STARTTLS is not sent the password at all."""
+    client = aiosmtplib.SMTP(
+        hostname=smtp.host,
+        port=smtp.port,
+        timeout=smtp.timeout,
+        use_tls=smtp.tls == "tls",
+        start_tls=_START_TLS[smtp.tls],
+        validate_certs=smtp.tls != "auto" or smtp.password is not None,
+    )
+    where = f"{smtp.host}:{smtp.port}"
     try:
-        await aiosmtplib.send(
-            message,
-            hostname=smtp.host,
-            port=smtp.port,
-            username=smtp.user,
-            password=smtp.password,
-            use_tls=smtp.tls == "tls",
-            start_tls=smtp.tls == "starttls",
-            timeout=smtp.timeout,
-        )
+        await client.connect()
+        if smtp.user is not None:
+            if smtp.password is not None and smtp.tls == "auto" and not _encrypted(client):
+                raise PermanentSmtpError(
+                    f"SMTP {where} does not offer STARTTLS: the password is not sent in clear "
+                    "text (CRMFLOW_SMTP_TLS=none allows it)"
+                )
+            await client.login(smtp.user, smtp.password or "")
+        await client.send_message(message)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [error.code for error in exc.recipients]
         if codes and all(code >= 500 for code in codes):
-            raise PermanentSmtpError(f"recipient refused: {exc.recipients[0].message}") from None
+            raise PermanentSmtpError(
+                f"SMTP refused the email to {message['To']}: recipient refused: "
+                f"{exc.recipients[0].message}"
+            ) from None
         raise ApplicationError(f"SMTP: recipient deferred: {exc}", type="SmtpDeferred") from None
     except aiosmtplib.SMTPResponseException as exc:
         if exc.code >= 500:
-            raise PermanentSmtpError(f"{exc.code} {exc.message}") from None
+            raise PermanentSmtpError(
+                f"SMTP refused the email to {message['To']}: {exc.code} {exc.message}"
+            ) from None
         raise ApplicationError(f"SMTP: {exc.code} {exc.message}", type="SmtpDeferred") from None
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise ApplicationError(
-            f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}", type="SmtpConnection"
+            f"SMTP {where}: {type(exc).__name__}: {exc}", type="SmtpConnection"
         ) from None
+    finally:
+        client.close()
 
 
 class MessageActivities:
@@ -125,15 +189,17 @@ class MessageActivities:
         props = dict(record.properties) if record is not None else {}
         try:
             to_template = action.to if action.to else "{{ record.email }}"
-            to = render_for(ctx, to_template, props).strip()
-            subject = render_for(ctx, action.subject, props)
+            rendered_to = render_for(ctx, to_template, props)
+            subject = one_line(render_for(ctx, action.subject, props))
             body = render_for(ctx, action.body, props)
         except TemplateProblem as exc:
             return ActionResult(outcome=f"failed: {exc}", failed=True)
-        if not to:
+        if not rendered_to.strip():
             return ActionResult(outcome="failed: the record has no email address", failed=True)
-        if not _looks_like_address(to):
-            return ActionResult(outcome=f"failed: invalid address {to!r}", failed=True)
+        try:
+            to = single_mailbox(rendered_to)
+        except InvalidAddress as exc:
+            return ActionResult(outcome=f"failed: {exc}", failed=True)
         return OutboxMessage(
             enrollment_id=ctx.enrollment_id,
             action_id=action.id,
@@ -164,24 +230,16 @@ class MessageActivities:
             step = EnrollmentRepository(session).step(ctx.enrollment_id, action.id)
             if step is not None and step.finished_at is not None:
                 return result_of(step)
-            outbox = OutboxRepository(session)
-            # A `sending` row left by an earlier attempt is sent as it was stored.
-            stored = outbox.for_action(ctx.enrollment_id, action.id)
-            if stored is None:
-                composed = self._compose(session, input, status="sending")
-                if isinstance(composed, ActionResult):
-                    failure = composed
-                else:
-                    stored = outbox.add(composed)
-            if stored is not None:
-                email, to, subject = smtp_message(smtp, stored), stored.to, stored.subject
-        if stored is None:
+            prepared = self._prepare(smtp, session, input)
+        if isinstance(prepared, ActionResult):
+            failure = prepared
             return run_once(self.sessions, input, lambda session: failure)
+        email, to, subject = prepared
         self.checkpoint("before_effect", input)
         try:
             asyncio.run(smtp_send(smtp, email))
         except PermanentSmtpError as exc:
-            outcome, status = f"failed: SMTP refused the email to {to}: {exc}", "failed"
+            outcome, status = f"failed: {exc}", "failed"
         else:
             outcome, status = f"email to {to}: {subject} (sent over SMTP)", "sent"
             self.checkpoint("after_effect", input)
@@ -193,6 +251,26 @@ class MessageActivities:
             return ActionResult(outcome=outcome, failed=status == "failed", detail={"to": to})
 
         return run_once(self.sessions, input, record)
+
+    def _prepare(
+        self, smtp: SmtpSettings, session: Session, input: ActionInput
+    ) -> tuple[EmailMessage, str, str] | ActionResult:
+        """The message to send (with its recipient and subject), stored as `sending` first; a
+        `sending` row left by an earlier attempt is sent as it was stored. Or the permanent
+        failure that stops it."""
+        ctx, action = input.context, input.action
+        outbox = OutboxRepository(session)
+        stored = outbox.for_action(ctx.enrollment_id, action.id)
+        if stored is None:
+            composed = self._compose(session, input, status="sending")
+            if isinstance(composed, ActionResult):
+                return composed
+            stored = outbox.add(composed)
+        try:
+            return smtp_message(smtp, stored), stored.to, stored.subject
+        except InvalidAddress as exc:
+            stored.delivery_status = "failed"
+            return ActionResult(outcome=f"failed: {exc}", failed=True)
 
     def _create_task(self, session: Session, input: ActionInput) -> ActionResult:
         ctx, action = input.context, input.action

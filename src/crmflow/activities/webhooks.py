@@ -9,8 +9,9 @@ An HTTP call cannot join the store's transaction, so exactly-once is built from 
 
 Failures: a timeout, a connection error, a 5xx and a 429 raise a retryable error (Temporal retries
 with backoff per `worker._policies.WEBHOOK`; a 429's `Retry-After` sets the next delay); any other
-4xx, a refused address, a bad template or a missing `${env:NAME}` is a permanent failure stored on
-the step, and the enrollment goes on.
+4xx, a refused address, a bad template or an `${env:NAME}` that is missing or not allowed (see
+`_secrets`) is a permanent failure stored on the step, and the enrollment goes on. What an
+attempt reports has the secrets it used and URL credentials masked.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import asyncio
 import ipaddress
 import json
 import os
-import re
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -37,10 +37,10 @@ from crmflow.store import RecordRepository
 from crmflow.templates import TemplateProblem
 
 from ._once import Checkpoint, idempotency_key, no_checkpoint, run_outward
+from ._secrets import SecretRefused, Secrets, shown_url
 from ._templating import render_for
 from .models import ActionInput, ActionResult, EnrollmentContext
 
-_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # Longest Retry-After honoured; a longer one is capped (the retry period is bounded anyway).
 MAX_RETRY_AFTER = timedelta(minutes=10)
 
@@ -49,28 +49,53 @@ class Refused(Exception):
     """A permanent failure of the request before it is sent; the message is for the user."""
 
 
-def resolve_env(value: str, env: Mapping[str, str], render_text: Callable[[str], str]) -> str:
-    """Render the template parts of a header value, then put in `${env:NAME}` values. The env
-    values are never rendered and a rendered record property never becomes an env reference:
-    a record cannot make the worker leak a variable it was not configured to send."""
-    parts = _ENV_REF.split(value)
-    out = []
-    for index, part in enumerate(parts):
-        if index % 2 == 0:
-            out.append(render_text(part) if part else "")
-        else:
-            if part not in env:
-                raise Refused(f"environment variable {part} is not set on the worker")
-            out.append(env[part])
-    return "".join(out)
+# IPv6 ranges that carry an IPv4 address in their last 32 bits, which a translator or tunnel
+# on the way may deliver to: NAT64's well-known prefix (RFC 6052), IPv4-compatible (deprecated,
+# RFC 4291) and IPv4-translated (SIIT, RFC 2765) addresses.
+_LAST_32_BITS_IPV4 = tuple(
+    ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+# Local-use NAT64 (RFC 8215): where the IPv4 address sits depends on the length of the prefix
+# the operator chose, and nothing in it is globally reachable: refused whole.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+# ISATAP interface identifiers (RFC 5214): 0000:5efe or 0200:5efe, then an IPv4 address.
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may lead to: mapped, 6to4, Teredo (server and
+    client), NAT64, IPv4-compatible, IPv4-translated and ISATAP forms."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if any(ip in net for net in _LAST_32_BITS_IPV4):
+        found.append(low32)
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDS:
+        found.append(low32)
+    return found
+
+
+def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return not ip.is_global or ip.is_multicast
 
 
 def forbidden_address(address: str) -> bool:
-    """Loopback, private, link-local, reserved, multicast, unspecified: anything not global."""
+    """Loopback, private, link-local, reserved, multicast, unspecified: anything not global,
+    also when it hides in an IPv6 address that embeds an IPv4 one (see `embedded_ipv4`)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _not_public(ip)
+    if ip in _LOCAL_NAT64:
+        return True
+    if ip.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is the IPv4 host itself: judged by that address alone.
+        return _not_public(ip.ipv4_mapped)
+    return _not_public(ip) or any(_not_public(v4) for v4 in embedded_ipv4(ip))
 
 
 async def checked_address(host: str, port: int) -> str:
@@ -177,14 +202,18 @@ class WebhookActivities:
         allow_private: bool = False,
         rate: float | None = None,
         env: Mapping[str, str] | None = None,
+        env_allowed: Collection[str] = (),
         checkpoint: Checkpoint | None = None,
         dry_run: bool = False,
     ) -> None:
+        """`env_allowed`: names besides CRMFLOW_SECRET_* that `${env:NAME}` may read
+        (CRMFLOW_WEBHOOK_ENV)."""
         self.sessions = sessions
         self.allow_private = allow_private
         self.dry_run = dry_run
         self.limiter = RateLimiter(rate)
         self.env = env if env is not None else os.environ
+        self.env_allowed = frozenset(env_allowed)
         self.checkpoint = checkpoint or no_checkpoint
 
     @activity.defn(name="call_webhook")
@@ -195,20 +224,43 @@ class WebhookActivities:
         return await run_outward(self.sessions, input, lambda: self._call(input, action))
 
     async def _call(self, input: ActionInput, action: WebhookAction) -> ActionResult:
+        """One attempt. Whatever it reports (the step's outcome, which the store keeps; an
+        error, whose message Temporal keeps in the history and the worker logs) has the
+        secrets it used and any credentials of a URL masked."""
         key = idempotency_key(activity.info().workflow_id or "", action.id)
+        secrets = Secrets(self.env, self.env_allowed)
         try:
-            result = await self._deliver(input, action, key)
-        except Refused as exc:
+            result = await self._deliver(input, action, key, secrets)
+        except (Refused, SecretRefused) as exc:
             result = ActionResult(outcome=f"failed: {exc}", failed=True)
+        except ApplicationError as exc:
+            raise ApplicationError(
+                secrets.redact(exc.message),
+                type=exc.type,
+                non_retryable=exc.non_retryable,
+                next_retry_delay=exc.next_retry_delay,
+            ) from None
+        except Exception as exc:
+            # Unexpected: retried like a transport error, its text masked all the same.
+            raise ApplicationError(
+                secrets.redact(str(exc)) or type(exc).__name__, type=type(exc).__name__
+            ) from None
         attempt = activity.info().attempt
-        return result.model_copy(update={"detail": {**result.detail, "attempt": attempt}})
+        return result.model_copy(
+            update={
+                "outcome": secrets.redact(result.outcome),
+                "detail": {**result.detail, "attempt": attempt},
+            }
+        )
 
     def _properties(self, ctx: EnrollmentContext) -> dict[str, Any]:
         with self.sessions() as session:
             record = RecordRepository(session).get(ctx.object_type, ctx.record_id)
             return dict(record.properties) if record is not None else {}
 
-    async def _deliver(self, input: ActionInput, action: WebhookAction, key: str) -> ActionResult:
+    async def _deliver(
+        self, input: ActionInput, action: WebhookAction, key: str, secrets: Secrets
+    ) -> ActionResult:
         ctx = input.context
         props = await asyncio.to_thread(self._properties, ctx)
 
@@ -218,19 +270,25 @@ class WebhookActivities:
             except TemplateProblem as exc:
                 raise Refused(str(exc)) from None
 
+        # Steps show the URL as written, rendered but with its `${env:NAME}` references: no
+        # encoding of a secret can slip through.
+        shown = shown_url(secrets.shown(action.url, text).strip())
         try:
-            url = httpx.URL(text(action.url).strip())
+            url = httpx.URL(secrets.resolve(action.url, text).strip())
         except httpx.InvalidURL as exc:
-            raise Refused(f"invalid URL: {exc}") from None
+            raise Refused(f"invalid URL {shown}: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise Refused(f"{url} is not an http:// or https:// URL")
-        headers = {name: resolve_env(v, self.env, text) for name, v in action.headers.items()}
+            raise Refused(f"{shown} is not an http:// or https:// URL")
+        headers = {name: secrets.resolve(v, text) for name, v in action.headers.items()}
+        for name, value in headers.items():
+            if any(c in value for c in "\r\n\x00"):
+                raise Refused(f"header {name}: the value contains a line break")
         headers["Idempotency-Key"] = key
         headers.setdefault("User-Agent", "crmflow")
         content = _body(action.body, text)
         if content is not None and not any(h.lower() == "content-type" for h in headers):
             headers["Content-Type"] = "application/json"
-        label = f"{action.method} {url.copy_with(query=None)}"
+        label = f"{action.method} {shown}"
         if self.dry_run:
             return ActionResult(outcome=f"simulated: {label} (not sent)")
         target, extensions = url, {}
@@ -250,10 +308,16 @@ class WebhookActivities:
             )
         self.checkpoint("before_effect", input)
         timeout = action.timeout.total_seconds()
+        # Header values as UTF-8 bytes: a non-ASCII record value is sent, not an encoding error.
+        raw_headers = {name.encode(): value.encode() for name, value in headers.items()}
         try:
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
                 response = await client.request(
-                    action.method, target, headers=headers, content=content, extensions=extensions
+                    action.method,
+                    target,
+                    headers=raw_headers,
+                    content=content,
+                    extensions=extensions,
                 )
         except httpx.TimeoutException:
             raise ApplicationError(

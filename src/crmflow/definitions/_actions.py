@@ -515,20 +515,20 @@ class CreateRecordAction(_ActionBase):
 
 
 def _url(value: str) -> str:
-    if not value.startswith(("http://", "https://", "{{")):
+    if not value.startswith(("http://", "https://", "{{", "${env:")):
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
     return value
 
 
-Url = Annotated[Template, AfterValidator(_url)]
+Url = Annotated[HeaderTemplate, AfterValidator(_url)]
 
 
 class WebhookAction(_ActionBase):
-    """Call an HTTP endpoint. Header values may use `${env:NAME}`, replaced inside the worker
-    only (secrets never stand in a definition or a Temporal history)."""
+    """Call an HTTP endpoint. The URL and header values may use `${env:NAME}`, replaced inside
+    the worker only (secrets never stand in a definition or a Temporal history)."""
 
     type: Literal["webhook"] = "webhook"
-    url: Url = Field(description="http(s) URL (template)")
+    url: Url = Field(description="http(s) URL (template; ${env:NAME} reads the worker's env)")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = Field(
         default="POST", description="HTTP method"
     )

@@ -82,7 +82,7 @@ Name = Annotated[str, *_matching(NAME_PATTERN, "name", "empty, or starts/ends wi
 def _check_text(value: str, *, env: bool = False) -> str:
     for ref in _ENV_REF.finditer(value):
         if not env:
-            raise ValueError("${env:NAME} is only replaced in webhook headers")
+            raise ValueError("${env:NAME} is only replaced in webhook URLs and headers")
         if not _ENV_NAME.match(ref.group(1)):
             raise ValueError(f"invalid environment variable name {ref.group(1)!r}")
     if "{" in value:
@@ -103,7 +103,7 @@ Template = Annotated[str, AfterValidator(_template)]
 `{{ enrollment.id }}`; checked with the renderer's own parser."""
 
 HeaderTemplate = Annotated[str, AfterValidator(_header_template)]
-"""A webhook header value: a template that may also use `${env:NAME}`."""
+"""A webhook URL or header value: a template that may also use `${env:NAME}`."""
 
 
 def _finite(value: int | float) -> int | float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from crmflow.activities.config import ConfigError
 from crmflow.store._engine import (
     DEFAULT_DB_URL,
     create_session_factory,
@@ -24,8 +26,11 @@ class Settings:
     db_url: str = DEFAULT_DB_URL
     temporal_address: str = "localhost:7233"
     namespace: str = "default"
+    # Mutual TLS (both or neither), the server's CA bundle, the name its certificate carries.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_server_name: str | None = None
     api_key: str | None = None
     task_queue: str = "crmflow"
 
@@ -37,12 +42,10 @@ class Settings:
             "db_url": env.get("CRMFLOW_DB") or DEFAULT_DB_URL,
             "temporal_address": env.get("CRMFLOW_TEMPORAL") or "localhost:7233",
             "namespace": env.get("CRMFLOW_NAMESPACE") or "default",
-            "tls_cert": Path(env["CRMFLOW_TEMPORAL_TLS_CERT"])
-            if env.get("CRMFLOW_TEMPORAL_TLS_CERT")
-            else None,
-            "tls_key": Path(env["CRMFLOW_TEMPORAL_TLS_KEY"])
-            if env.get("CRMFLOW_TEMPORAL_TLS_KEY")
-            else None,
+            "tls_cert": _path(env, "CRMFLOW_TEMPORAL_TLS_CERT"),
+            "tls_key": _path(env, "CRMFLOW_TEMPORAL_TLS_KEY"),
+            "tls_ca": _path(env, "CRMFLOW_TEMPORAL_TLS_CA"),
+            "tls_server_name": (env.get("CRMFLOW_TEMPORAL_TLS_SERVER_NAME") or "").strip() or None,
             "api_key": env.get("CRMFLOW_TEMPORAL_API_KEY") or None,
             "task_queue": env.get("CRMFLOW_TASK_QUEUE") or "crmflow",
         }
@@ -50,20 +53,51 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    tls: TLSConfig | bool = False
-    if settings.tls_cert and settings.tls_key:
-        tls = TLSConfig(
-            client_cert=settings.tls_cert.read_bytes(),
-            client_private_key=settings.tls_key.read_bytes(),
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = (env.get(name) or "").strip()
+    return Path(value) if value else None
+
+
+def _pem(variable: str, path: Path | None) -> bytes | None:
+    """The PEM file a variable names; ConfigError naming the variable and the path."""
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ConfigError(f"{variable}={path}: not a PEM file")
+    return data
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """How to connect: a client certificate and key (mutual TLS) go together, never one
+    alone; a CA or server name alone is TLS that checks the server; an API key alone is TLS
+    with the system's CAs; nothing is plaintext (a local dev server)."""
+    cert, key = settings.tls_cert, settings.tls_key
+    if (cert is None) != (key is None):
+        given, missing = ("CERT", "KEY") if cert is not None else ("KEY", "CERT")
+        raise ConfigError(
+            f"CRMFLOW_TEMPORAL_TLS_{given} is set without CRMFLOW_TEMPORAL_TLS_{missing}: "
+            "mutual TLS needs both (or neither)"
         )
-    elif settings.api_key:
-        tls = True
+    if cert is None and settings.tls_ca is None and settings.tls_server_name is None:
+        return settings.api_key is not None
+    return TLSConfig(
+        client_cert=_pem("CRMFLOW_TEMPORAL_TLS_CERT", cert),
+        client_private_key=_pem("CRMFLOW_TEMPORAL_TLS_KEY", key),
+        server_root_ca_cert=_pem("CRMFLOW_TEMPORAL_TLS_CA", settings.tls_ca),
+        domain=settings.tls_server_name,
+    )
+
+
+async def connect_temporal(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=pydantic_data_converter,
-        tls=tls,
+        tls=tls_config(settings),
         api_key=settings.api_key,
     )
 

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from crmflow.activities.config import ConfigError
 from crmflow.activities.models import EnrollmentStatus
 from crmflow.definitions import DefinitionError, definition_json_schema
 from crmflow.store import StoreError
@@ -139,7 +140,7 @@ def report(exc: Exception) -> int:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         return 2
-    if isinstance(exc, UserError | StoreError):
+    if isinstance(exc, UserError | StoreError | ConfigError):
         message, code = str(exc), 2
     elif isinstance(exc, OperationFailed | DevServerError):
         message, code = str(exc), 1

@@ -143,7 +143,18 @@ async def run_up(
         try:
             if not await unless_stopped(stop, server.wait_ready()):
                 return
-            app = open_app(replace(settings, temporal_address=server.target))
+            # The dev server is local and plaintext: a production cluster's TLS or API key
+            # settings in the environment are not for it.
+            local = replace(
+                settings,
+                temporal_address=server.target,
+                tls_cert=None,
+                tls_key=None,
+                tls_ca=None,
+                tls_server_name=None,
+                api_key=None,
+            )
+            app = open_app(local)
             try:
                 await serve_worker(
                     app,

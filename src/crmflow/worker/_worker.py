@@ -82,6 +82,7 @@ def build_worker(
         sessions,
         allow_private=outward.allow_private_webhooks,
         rate=outward.webhook_rate,
+        env_allowed=outward.webhook_env,
         dry_run=outward.dry_run,
     )
     workflows = WorkflowActivities(sessions, client, task_queue)
