@@ -4,7 +4,8 @@
 imported for them: safe in the Temporal workflow sandbox). `compile_condition(...)` and
 `select_matching(...)` build SQLAlchemy clauses over the store for SQLite and PostgreSQL; they are
 imported lazily. Both sides give the same answer for every record; the test suite checks it with
-generated records and conditions on both databases.
+generated records and conditions on both databases. `describe_condition(...)` writes a condition
+in words, for pictures and listings.
 
 Semantics (SPEC §2.1 leaves these open; this is the contract)
 --------------------------------------------------------------
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._describe import describe_condition
 from ._evaluate import ConditionExplanation, evaluate, explain
 from ._snapshot import EventSnapshot, RecordSnapshot
 
@@ -69,6 +71,7 @@ __all__ = [
     "EventSnapshot",
     "RecordSnapshot",
     "compile_condition",
+    "describe_condition",
     "evaluate",
     "explain",
     "select_matching",

@@ -3,7 +3,8 @@
 `schedule_spec(schedule, timezone=...)` builds the `ScheduleSpec` of a schedule in code, never
 from a cron string; `next_run_times(schedule, timezone=..., after=..., count=...)` computes in
 plain Python (zoneinfo) the instants that spec fires, and tests against a real dev server prove
-the two agree, run by run, over years.
+the two agree, run by run, over years. `describe_schedule(schedule, timezone=...)` says it in
+words ("every week on fri at 08:00 Europe/Paris").
 
 Calendars (all in the workflow's `settings.timezone`, second 0):
 
@@ -58,7 +59,22 @@ the calendars: keep both current, and republish schedules after a zone changes i
 
 from __future__ import annotations
 
-from ._calendars import schedule_spec
+from typing import TYPE_CHECKING, Any
+
+from ._describe import describe_schedule
 from ._next import LAST_YEAR, next_run_times, wall_instant
 
-__all__ = ["LAST_YEAR", "next_run_times", "schedule_spec", "wall_instant"]
+if TYPE_CHECKING:
+    from ._calendars import schedule_spec
+
+__all__ = ["LAST_YEAR", "describe_schedule", "next_run_times", "schedule_spec", "wall_instant"]
+
+
+def __getattr__(name: str) -> Any:
+    # `schedule_spec` builds temporalio's ScheduleSpec: loaded only when asked for, so that the
+    # pure users of this package (next runs, descriptions, crmflow.graphs) import no temporalio.
+    if name == "schedule_spec":
+        from ._calendars import schedule_spec
+
+        return schedule_spec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

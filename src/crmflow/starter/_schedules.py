@@ -4,11 +4,10 @@ on publish (effective for the very next run), paused on deactivation, unpaused o
 from __future__ import annotations
 
 import asyncio
-import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, assert_never
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio.client import (
@@ -27,16 +26,8 @@ from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.activities.models import ScheduledRunInput, ScheduledRunResult
-from crmflow.definitions import (
-    WEEKDAYS,
-    DailySchedule,
-    MonthlySchedule,
-    WeeklySchedule,
-    WorkflowDefinition,
-    YearlySchedule,
-)
-from crmflow.definitions import Schedule as Calendar
-from crmflow.schedules import next_run_times, schedule_spec
+from crmflow.definitions import WorkflowDefinition
+from crmflow.schedules import describe_schedule, next_run_times, schedule_spec
 from crmflow.store import ScheduledRunRepository, WorkflowRepository
 from crmflow.worker import _search_attributes as sa
 from crmflow.worker._scheduled import ScheduledRunWorkflow
@@ -143,29 +134,6 @@ async def schedule_state(client: Client, key: str) -> ScheduleStatus | None:
         next_runs=list(description.info.next_action_times),
         recent_runs=len(description.info.recent_actions),
     )
-
-
-def describe_schedule(schedule: Calendar, *, timezone: str) -> str:
-    """The schedule in words: "every week on fri at 08:00 Europe/Paris"."""
-    match schedule:
-        case DailySchedule():
-            when = "every day"
-        case WeeklySchedule():
-            when = f"every week on {', '.join(WEEKDAYS[day] for day in schedule.weekdays())}"
-        case MonthlySchedule() if schedule.days_of_month is not None:
-            days = sorted(schedule.days_of_month)
-            when = f"every month on day{'s' if len(days) > 1 else ''} {', '.join(map(str, days))}"
-            if days[-1] > 28:  # SPEC §2.4: never moved to another day
-                when += " (no run in a month without the day)"
-        case MonthlySchedule():
-            when = f"every month on the {str(schedule.on).replace('_', ' ')}"
-        case YearlySchedule():
-            when = f"every year on {calendar.month_abbr[schedule.month].lower()} {schedule.day}"
-            if (schedule.month, schedule.day) == (2, 29):
-                when += " (leap years only)"
-        case _:
-            assert_never(schedule)
-    return f"{when} at {schedule.at:%H:%M} {timezone}"
 
 
 async def _statuses(
