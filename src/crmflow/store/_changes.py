@@ -15,10 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
-from ._leases import Fence
+from ._leases import HOLDS, Fence
 from ._tables import RecordChange
 
 # Kinds of change.
@@ -62,6 +72,37 @@ def _troubled(table: Any) -> ColumnElement[bool]:
     return and_(table.dispatched_at.is_(None), table.attempts > 0)
 
 
+# An earlier failed change of the same record, parked or not due yet: the change waits behind
+# it. Built once (time and limit as parameters): building it costs more than running it.
+_blocker = aliased(RecordChange, name="blocker")
+_HELD_BACK = exists().where(
+    _blocker.object_type == RecordChange.object_type,
+    _blocker.record_id == RecordChange.record_id,
+    _troubled(_blocker),
+    or_(_blocker.parked_at.is_not(None), _blocker.next_attempt_at > bindparam("now")),
+)
+_DUE = (
+    select(RecordChange)
+    .where(
+        RecordChange.dispatched_at.is_(None),
+        RecordChange.parked_at.is_(None),
+        or_(
+            RecordChange.next_attempt_at.is_(None),
+            RecordChange.next_attempt_at <= bindparam("now"),
+        ),
+        ~_HELD_BACK,
+    )
+    .order_by(RecordChange.id)
+    .limit(bindparam("limit"))
+)
+# Mark changes dispatched, only while the dispatcher still holds its lease.
+_MARK = (
+    update(RecordChange)
+    .where(RecordChange.id.in_(bindparam("ids", expanding=True)), HOLDS)
+    .values(dispatched_at=bindparam("now"), next_attempt_at=None)
+)
+
+
 class ChangeRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -97,28 +138,7 @@ class ChangeRepository:
         """Changes due for dispatch, oldest first (so a record's changes keep their order):
         not parked, not waiting for a later attempt, and not behind such a change of their
         record. `now`: the database's time."""
-        blocker = aliased(RecordChange)
-        held_back = exists().where(
-            blocker.object_type == RecordChange.object_type,
-            blocker.record_id == RecordChange.record_id,
-            _troubled(blocker),
-            or_(blocker.parked_at.is_not(None), blocker.next_attempt_at > now),
-        )
-        return list(
-            self.session.scalars(
-                select(RecordChange)
-                .where(
-                    RecordChange.dispatched_at.is_(None),
-                    RecordChange.parked_at.is_(None),
-                    or_(
-                        RecordChange.next_attempt_at.is_(None), RecordChange.next_attempt_at <= now
-                    ),
-                    ~held_back,
-                )
-                .order_by(RecordChange.id)
-                .limit(limit)
-            )
-        )
+        return list(self.session.scalars(_DUE, {"now": now, "limit": limit}))
 
     def mark_dispatched(self, change_ids: Iterable[int], *, now: datetime, fence: Fence) -> bool:
         """Mark changes done, if `fence` still holds the lease (checked in the same
@@ -126,11 +146,7 @@ class ChangeRepository:
         ids = list(change_ids)
         if not ids:
             return True
-        result = self.session.execute(
-            update(RecordChange)
-            .where(RecordChange.id.in_(ids), fence.holds())
-            .values(dispatched_at=now, next_attempt_at=None)
-        )
+        result = self.session.execute(_MARK, {"ids": ids, "now": now, **fence.params()})
         return bool(cast(CursorResult[Any], result).rowcount)
 
     def record_failure(
@@ -153,13 +169,14 @@ class ChangeRepository:
         next_attempt_at = None if parked else now + delays[attempts - 1]
         result = self.session.execute(
             update(RecordChange)
-            .where(RecordChange.id == change_id, fence.holds())
+            .where(RecordChange.id == change_id, HOLDS)
             .values(
                 attempts=attempts,
                 error=error[:2000],
                 next_attempt_at=next_attempt_at,
                 parked_at=now if parked else None,
-            )
+            ),
+            fence.params(),
         )
         if not cast(CursorResult[Any], result).rowcount:
             return None
@@ -170,8 +187,9 @@ class ChangeRepository:
         of the change)."""
         result = self.session.execute(
             update(RecordChange)
-            .where(RecordChange.id == change_id, fence.holds())
-            .values(error=error[:2000])
+            .where(RecordChange.id == change_id, HOLDS)
+            .values(error=error[:2000]),
+            fence.params(),
         )
         return bool(cast(CursorResult[Any], result).rowcount)
 

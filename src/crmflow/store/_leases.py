@@ -8,10 +8,10 @@ holder that was paused past its lease, and taken over meanwhile, can no longer w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, func, select, text, update
+from sqlalchemy import bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,15 @@ def database_now(session: Session) -> datetime:
     return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
 
 
+# True, inside any statement, while the holder in the parameters still has the lease (built
+# once: a statement's cache key costs more than the lookup).
+HOLDS = exists().where(
+    Lease.name == bindparam("lease_name"),
+    Lease.holder == bindparam("lease_holder"),
+    Lease.token == bindparam("lease_token"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """A lease as one holder got it: valid while nobody took the lease over."""
@@ -39,12 +48,13 @@ class Fence:
     name: str
     holder: str
     token: int
+    # The database's time when the lease was taken or renewed (saves a query to whoever
+    # needs the time right after).
+    at: datetime = field(default=datetime.min.replace(tzinfo=UTC), compare=False)
 
-    def holds(self) -> ColumnElement[bool]:
-        """True, inside any statement, while this holder still has the lease."""
-        return exists().where(
-            Lease.name == self.name, Lease.holder == self.holder, Lease.token == self.token
-        )
+    def params(self) -> dict[str, object]:
+        """The parameters of HOLDS for this holder."""
+        return {"lease_name": self.name, "lease_holder": self.holder, "lease_token": self.token}
 
 
 class LeaseRepository:
@@ -64,7 +74,7 @@ class LeaseRepository:
                     self.session.flush()
             except IntegrityError:
                 return None  # another holder created it at the same moment
-            return Fence(name, holder, lease.token)
+            return Fence(name, holder, lease.token, now)
         if lease.holder != holder:
             if lease.expires_at > now:
                 return None
@@ -72,7 +82,7 @@ class LeaseRepository:
             lease.token += 1
         lease.expires_at = now + ttl
         self.session.flush()
-        return Fence(name, holder, lease.token)
+        return Fence(name, holder, lease.token, now)
 
     def release(self, fence: Fence) -> None:
         """Let another holder take over at once. The row (and its token) stays, so a token is

@@ -195,9 +195,11 @@ class Dispatcher:
         Returns how many were handled (dispatched, or failed and rescheduled or parked)."""
         if not await asyncio.to_thread(self.acquire_lease):
             return 0
+        assert self.fence is not None
         with self.sessions() as session:
-            feed = ChangeRepository(session)
-            rows = [as_change(r) for r in feed.pending(limit=self.batch, now=database_now(session))]
+            # Due as of the database's time, read with the lease a moment ago.
+            due = ChangeRepository(session).pending(limit=self.batch, now=self.fence.at)
+            rows = [as_change(r) for r in due]
         if not rows:
             return 0
         self.refresh_index()
@@ -278,8 +280,9 @@ class Dispatcher:
             return
         assert self.fence is not None
         with self.sessions.begin() as session:
+            # dispatched_at is for people: the worker's clock will do (no comparison reads it).
             marked = ChangeRepository(session).mark_dispatched(
-                ids, now=database_now(session), fence=self.fence
+                ids, now=datetime.now(UTC), fence=self.fence
             )
         if not marked:
             # Another dispatcher took over (this one was paused past its lease): it redoes
