@@ -307,7 +307,7 @@ class EnrollmentStarter:
             if not redo:
                 self._failed(ctx.enrollment_id, "its workflow id is already taken")
                 raise
-            started = False  # a run started before runs carried their identity: keep it
+            started = False  # nothing this redo can start; the change is done as it can be
         except Exception as exc:
             # A dispatched change is retried (its row is reused); any other enrollment would
             # otherwise look running forever with no workflow behind it.
@@ -360,9 +360,12 @@ class EnrollmentStarter:
         )
 
     async def _is_ours(self, ready: Ready) -> bool:
-        """Does the latest run of the enrollment's workflow id belong to this row?"""
+        """Does the latest run of the enrollment's workflow id belong to this row? A run
+        without an identity (started before runs carried one) is taken as this row's: never
+        run an enrollment twice."""
         described = await self.client.get_workflow_handle(ready.temporal_workflow_id).describe()
-        return bool(await described.memo_value(IDENTITY, None) == ready.identity)
+        identity = await described.memo_value(IDENTITY, None)
+        return identity is None or identity == ready.identity
 
     def _failed(self, enrollment_id: int, reason: str) -> None:
         with self.sessions.begin() as session:
