@@ -99,6 +99,7 @@ def test_publish_versions_workflows_and_show(offline_cli: Cli, write_definition:
             "active": False,
             "enrollments": {},
             "schedule": None,
+            "broken": None,
         }
     ]
     shown = offline_cli.json("show", "onboarding")

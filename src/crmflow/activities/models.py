@@ -30,12 +30,46 @@ class EnrollmentContext(_Model):
     record_id: str
 
 
+class StepInput(_Model):
+    """A step without an effect of its own (a delay), stored as it starts and as it ends."""
+
+    context: EnrollmentContext
+    action_id: str
+    type: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None
+
+
+class Resume(_Model):
+    """Where a run that continued as new (its history had grown long) picks up: the action
+    it was at and, if it was waiting, the wait in progress."""
+
+    action_id: str
+    steps: int = 0
+    paused: bool = False
+    pending: list[StepInput] = Field(
+        default_factory=list, description="Steps not stored yet, written with the next write"
+    )
+    wait: Literal["delay", "event", "window", "queue"] | None = Field(
+        default=None, description="The wait the action was in, resumed as it was"
+    )
+    started: datetime | None = Field(default=None, description="delay, event: the step's start")
+    wake: datetime | None = Field(default=None, description="delay: when it ends")
+    shown: str | None = Field(default=None, description="delay: its end as its outcome shows it")
+    due: datetime | None = Field(default=None, description="window: when the action came due")
+    held: str | None = Field(default=None, description="window, queue: why the action was held")
+
+
 class EnrollmentInput(_Model):
     """Start of one enrollment: the definition version travels with it, so a later publish never
     changes a running enrollment."""
 
     context: EnrollmentContext
     definition: WorkflowDefinition
+    resume: Resume | None = Field(
+        default=None, description="Set when the run continues an earlier run of the enrollment"
+    )
 
 
 class EnrollmentResult(_Model):
@@ -50,17 +84,6 @@ class UnenrollSignal(_Model):
 
 class GoalMetSignal(_Model):
     detail: str | None = None
-
-
-class StepInput(_Model):
-    """A step without an effect of its own (a delay), stored as it starts and as it ends."""
-
-    context: EnrollmentContext
-    action_id: str
-    type: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    outcome: str | None = None
 
 
 class FinishInput(_Model):

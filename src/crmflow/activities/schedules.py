@@ -11,8 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from crmflow.conditions import select_matching
-from crmflow.definitions import WorkflowDefinition
-from crmflow.store import ScheduledRunRepository, WorkflowRepository
+from crmflow.store import BrokenVersion, ScheduledRunRepository, WorkflowRepository
 
 from .models import ScheduledRunInput, ScheduledRunResult
 
@@ -39,7 +38,10 @@ class SchedulingActivities:
             if workflow is None or not workflow.active:
                 return ScheduledRunResult(workflow_key=key, note="workflow not active: no run")
             version = workflow.latest_version
-            definition = WorkflowDefinition.model_validate(workflows.version(key).definition)
+            try:
+                definition = workflows.definition(key, version)
+            except BrokenVersion as exc:
+                return ScheduledRunResult(workflow_key=key, version=version, note=str(exc))
             run = ScheduledRunRepository(session).begin(
                 key=key,
                 version=version,

@@ -14,7 +14,7 @@ from crmflow.definitions import (
     UnenrollFromWorkflowAction,
     WorkflowDefinition,
 )
-from crmflow.store import EnrollmentRepository, WorkflowRepository
+from crmflow.store import BrokenVersion, EnrollmentRepository, WorkflowRepository
 
 from ._once import run_outward
 from .models import ActionInput, ActionResult
@@ -49,7 +49,10 @@ class WorkflowActivities:
             if not workflow.active:
                 return ActionResult(outcome=f"failed: workflow '{key}' is not active", failed=True)
             version = workflows.version(key)
-            definition = WorkflowDefinition.model_validate(version.definition)
+            try:
+                definition = workflows.definition(key, version.version)
+            except BrokenVersion as exc:
+                return ActionResult(outcome=f"failed: {exc}", failed=True)
         if definition.object_type != input.context.object_type:
             return ActionResult(
                 outcome=f"failed: workflow '{key}' enrolls {definition.object_type} records, "
@@ -102,7 +105,9 @@ class WorkflowActivities:
                 }
 
         targets = await asyncio.to_thread(running)
-        # Signalling twice (a retry) is harmless: an enrollment records the first unenrollment.
+        # A refused signal raises (SignalFailed): the activity is retried and no step is
+        # stored. Signalling twice (a retry) is harmless: an enrollment records the first
+        # unenrollment; a target not started yet is started with the unenrollment queued.
         await self.starter.unenroll(targets.values(), f"unenrolled by '{ctx.workflow_key}'")
         if targets:
             outcome = f"unenrolled from {', '.join(sorted(targets))}"

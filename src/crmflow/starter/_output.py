@@ -158,6 +158,9 @@ def print_workflows(workflows: list[dict[str, Any]]) -> None:
             ),
         )
     )
+    for w in workflows:
+        if w.get("broken"):
+            console.print(f"{w['key']} version {w['version']} is broken: {w['broken']}")
     scheduled = [w for w in workflows if w.get("schedule")]
     if not scheduled:
         return
@@ -187,6 +190,8 @@ def print_workflow(found: dict[str, Any]) -> None:
     )
     console.print(f"  published  {when(found['published_at'])} from {found['source_name']}")
     console.print(f"  active     {'yes' if found['active'] else 'no'}")
+    if found.get("broken"):
+        console.print(f"  BROKEN     its stored definition no longer loads: {found['broken']}")
     schedule = found.get("schedule")
     if schedule:
         state = schedule_state(schedule, active=found["active"], key=found["key"])
@@ -200,6 +205,51 @@ def print_workflow(found: dict[str, Any]) -> None:
     console.print(f"  enrolled   {counts(found['enrollments'])}")
     console.print()
     console.print(found["source"].rstrip("\n"))
+
+
+def change_state(change: dict[str, Any]) -> str:
+    """A change's place in the feed, in words."""
+    if change["status"] == "parked":
+        return f"parked {when(change['parked_at'])}"
+    if change["waiting_behind"] is not None:
+        return f"waits behind change {change['waiting_behind']}"
+    if change["next_attempt_at"] is not None:
+        return f"retried at {when(change['next_attempt_at'])}"
+    return "pending"
+
+
+def change_what(change: dict[str, Any]) -> str:
+    what = change["changed"]
+    if "properties" in what:
+        return ", ".join(what["properties"]) or "-"
+    return str(what.get("list") or what.get("event") or "-")
+
+
+def print_changes(counts: dict[str, int], changes: list[dict[str, Any]]) -> None:
+    """`changes`: the feed's totals, then its oldest changes not dispatched yet."""
+    console = out()
+    shown = f" (the oldest {len(changes)} below)" if changes else ""
+    console.print(f"{counts['pending']} pending, {counts['parked']} parked{shown}")
+    if not changes:
+        return
+    console.print(
+        table(
+            ["id", "record", "kind", "changed", "occurred", "state", "attempts", "error"],
+            (
+                [
+                    c["id"],
+                    f"{c['object_type']} {c['record_id']}",
+                    c["kind"],
+                    change_what(c),
+                    when(c["occurred_at"]),
+                    change_state(c),
+                    c["attempts"],
+                    c["error"],
+                ]
+                for c in changes
+            ),
+        )
+    )
 
 
 def print_record(view: dict[str, Any]) -> None:

@@ -307,7 +307,10 @@ def explain_record(app: App, key: str, record_id: str) -> tuple[str, Explanation
         workflow = workflows.get(key)
         if workflow is None:
             raise UserError(f"no workflow '{key}'")
-        definition = WorkflowDefinition.model_validate(workflows.version(key).definition)
+        try:
+            definition = workflows.definition(key)
+        except StoreError as exc:  # its stored definition no longer loads
+            raise UserError(str(exc)) from None
         object_type = definition.object_type
         enrollments = EnrollmentRepository(session).find(
             key, object_type=object_type, record_id=record_id

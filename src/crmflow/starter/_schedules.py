@@ -74,7 +74,15 @@ async def sync_schedule(app: App, key: str, *, active: bool) -> None:
     """Make the workflow's Temporal Schedule say what its latest version says: created if
     missing, replaced otherwise, paused unless active; deleted if the workflow is no longer a
     scheduled one."""
-    definition, _ = load_version(app, key)
+    try:
+        definition, _ = load_version(app, key)
+    except UserError:
+        if active:
+            raise
+        # Deactivating a workflow whose latest version no longer loads (stored before a rule
+        # that now refuses it): its schedule cannot be rebuilt, but it can stop.
+        await pause_schedule(app, key)
+        return
     if definition.enrollment.trigger != "schedule":
         await delete_schedule(app, key)
         return
@@ -91,6 +99,16 @@ async def sync_schedule(app: App, key: str, *, active: bool) -> None:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise
         await client.create_schedule(schedule_id(key), wanted)
+
+
+async def pause_schedule(app: App, key: str) -> None:
+    """Pause the workflow's Temporal Schedule, if it has one."""
+    client = await app.client()
+    try:
+        await client.get_schedule_handle(schedule_id(key)).pause(note="workflow inactive")
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 async def delete_schedule(app: App, key: str) -> None:

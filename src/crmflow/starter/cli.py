@@ -37,8 +37,8 @@ from crmflow.definitions import DefinitionError, definition_json_schema
 from crmflow.store import StoreError
 from crmflow.store._engine import ensure_postgres_database
 
+from . import _changes, _review, _schedules, services
 from . import _output as output
-from . import _review, _schedules, services
 from . import up as long_running
 from ._app import App, Settings
 from .devserver import DevServerError
@@ -614,6 +614,42 @@ def history(key: str, record_id: str, as_json: bool) -> None:
     """One record in a workflow: each enrollment's steps, and why it is (not) enrolled now."""
     found = services.history(app(), key, record_id)
     output.emit(found, as_json, output.print_history)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--failed", is_flag=True, help="Only the parked changes (dispatch failed too often).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many, oldest first (0: all).",
+)
+@json_option
+@click.pass_context
+def changes(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
+    """The change feed: changes not dispatched yet, pending or parked, with their error."""
+    if ctx.invoked_subcommand is not None:
+        return
+    counts, found = _changes.list_changes(app(), parked_only=failed, limit=limit or None)
+    if as_json:
+        output.print_json(found)
+    else:
+        output.print_changes(counts, found)
+
+
+@changes.command("retry")
+@click.argument("change_ids", metavar="ID...", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Every parked change.")
+def retry_changes(change_ids: Sequence[int], retry_all: bool) -> None:
+    """Put parked changes back in the feed (with a fresh set of attempts)."""
+    if bool(change_ids) == retry_all:
+        raise click.UsageError("give the ids of parked changes, or --all (not both)")
+    retried = _changes.retry_changes(app(), None if retry_all else change_ids)
+    click.echo(
+        f"{len(retried)} change(s) back in the feed"
+        + (f": {', '.join(map(str, retried))}" if retried else "")
+    )
 
 
 @cli.command()

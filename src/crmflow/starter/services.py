@@ -8,16 +8,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from crmflow.activities.models import UnenrollSignal
 from crmflow.definitions import (
     DefinitionError,
     Problem,
@@ -27,6 +25,7 @@ from crmflow.definitions import (
 from crmflow.store import (
     ACTIVE_STATUSES,
     AssociationRepository,
+    BrokenVersion,
     ChangeRepository,
     Enrollment,
     EnrollmentRepository,
@@ -39,9 +38,10 @@ from crmflow.store import (
     StoreError,
     TaskRepository,
     WorkflowRepository,
+    WorkflowVersion,
+    stored_definition,
 )
-from crmflow.triggers import EnrollmentStarter, EnrollOutcome
-from crmflow.worker import EnrollmentWorkflow
+from crmflow.triggers import EnrollmentStarter, EnrollOutcome, SignalFailed
 
 from ._app import App
 
@@ -146,12 +146,24 @@ async def publish(app: App, paths: Sequence[Path]) -> list[Published]:
 
 
 def load_version(app: App, key: str, version: int | None = None) -> tuple[WorkflowDefinition, int]:
+    """A version's definition (the latest by default). A version stored before a validation
+    rule that now refuses it is bad input to every command that needs it: exit 2, naming the
+    key and version."""
     with app.sessions() as session:
         try:
             found = WorkflowRepository(session).version(key, version)
+            return stored_definition(found), found.version
         except StoreError as exc:
             raise UserError(str(exc)) from None
-        return WorkflowDefinition.model_validate(found.definition), found.version
+
+
+def broken_reason(row: WorkflowVersion) -> str | None:
+    """Why a stored version no longer loads, or None."""
+    try:
+        stored_definition(row)
+    except BrokenVersion as exc:
+        return exc.reason
+    return None
 
 
 @dataclass(frozen=True)
@@ -164,6 +176,8 @@ class WorkflowSummary:
     active: bool
     enrollments: dict[str, int]
     schedule: dict[str, Any] | None = None  # scheduled workflows: see `schedule_views`
+    # Why the latest version's stored definition no longer loads (None: it loads).
+    broken: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -175,12 +189,14 @@ class WorkflowSummary:
             "active": self.active,
             "enrollments": self.enrollments,
             "schedule": self.schedule,
+            "broken": self.broken,
         }
 
 
 async def list_workflows(app: App) -> list[WorkflowSummary]:
     """Every workflow at its latest version; a scheduled one with its schedule and the state of
-    its Temporal Schedule (unknown, not an error, when Temporal is unreachable)."""
+    its Temporal Schedule (unknown, not an error, when Temporal is unreachable); one whose
+    stored definition no longer loads as broken, with the reason."""
     from ._schedules import schedule_views  # _schedules builds on this module
 
     with app.sessions() as session:
@@ -195,13 +211,15 @@ async def list_workflows(app: App) -> list[WorkflowSummary]:
                 version=v.version,
                 active=w.active,
                 enrollments=enrollments.count_by_status(w.key),
+                broken=broken_reason(v),
             )
             for w, v in found
         ]
+        broken = {s.key for s in summaries if s.broken}
         scheduled = [
-            (w.key, WorkflowDefinition.model_validate(v.definition))
+            (w.key, stored_definition(v))
             for w, v in found
-            if v.trigger == "schedule"
+            if v.trigger == "schedule" and w.key not in broken
         ]
     schedules = await schedule_views(app, scheduled)
     return [replace(s, schedule=schedules.get(s.key)) for s in summaries]
@@ -231,9 +249,12 @@ async def show_workflow(app: App, key: str, version: int | None = None) -> dict[
             "enrollments": EnrollmentRepository(session).count_by_status(key),
             "definition": found.definition,
             "source": found.source,
+            # Why this version's stored definition no longer loads (None: it loads).
+            "broken": broken_reason(found),
         }
-        definition = WorkflowDefinition.model_validate(latest.definition)
-    schedules = await schedule_views(app, [(key, definition)])
+        latest_broken = broken_reason(latest) is not None
+        definition = None if latest_broken else stored_definition(latest)
+    schedules = await schedule_views(app, [(key, definition)] if definition else [])
     return {**shown, "schedule": schedules.get(key)}
 
 
@@ -245,13 +266,21 @@ async def starter(app: App) -> EnrollmentStarter:
 
 
 async def _signal(
-    app: App, enrollments: Sequence[Enrollment], send: Callable[[WorkflowHandle[Any, Any]], Any]
+    app: App,
+    enrollments: Sequence[Enrollment],
+    send: Callable[[EnrollmentStarter, list[str]], Awaitable[int]],
+    *,
+    key: str,
+    retry: str,
 ) -> int:
+    """Signal enrollments; a signal Temporal refused (other than to a run that is over) is
+    an operation failed, with what to run again."""
     if not enrollments:
         return 0
-    return await (await starter(app)).signal_all(
-        [e.temporal_workflow_id for e in enrollments], send
-    )
+    try:
+        return await send(await starter(app), [e.temporal_workflow_id for e in enrollments])
+    except SignalFailed as exc:
+        raise OperationFailed(f"{key}: {exc}; run `{retry}` again") from None
 
 
 @dataclass(frozen=True)
@@ -297,7 +326,13 @@ async def activate(
         resumed = EnrollmentRepository(session).set_status_for_workflow(
             key, from_status="paused", to_status="running"
         )
-    await _signal(app, resumed, lambda h: h.signal(EnrollmentWorkflow.resume))
+    await _signal(
+        app,
+        resumed,
+        lambda s, ids: s.resume(ids),
+        key=key,
+        retry=f"crmflow deactivate {key} && crmflow activate {key}",
+    )
     if trigger == "schedule":
         await sync_schedule(app, key, active=True)
     # Only now, with the workflow active: a record that comes to match from here on is
@@ -313,7 +348,12 @@ async def activate(
 async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> ActivationResult:
     from ._schedules import sync_schedule  # _schedules builds on this module
 
-    scheduled = load_version(app, key)[0].enrollment.trigger == "schedule"
+    # The stored trigger, not the definition: a broken version can still be deactivated.
+    with app.sessions() as session:
+        try:
+            scheduled = WorkflowRepository(session).version(key).trigger == "schedule"
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
     with app.sessions() as session:
         if scheduled or EnrollmentRepository(session).find(
             key, statuses=list(ACTIVE_STATUSES), limit=1
@@ -331,10 +371,22 @@ async def deactivate(app: App, key: str, *, unenroll_all: bool = False) -> Activ
     if scheduled:
         await sync_schedule(app, key, active=False)  # paused: no run while inactive
     if unenroll_all:
-        signal = UnenrollSignal(reason="workflow deactivated with --unenroll-all")
-        done = await _signal(app, targets, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal))
+        reason = "workflow deactivated with --unenroll-all"
+        done = await _signal(
+            app,
+            targets,
+            lambda s, ids: s.unenroll(ids, reason),
+            key=key,
+            retry=f"crmflow deactivate {key} --unenroll-all",
+        )
         return ActivationResult(key, False, unenrolled=done)
-    await _signal(app, targets, lambda h: h.signal(EnrollmentWorkflow.pause))
+    await _signal(
+        app,
+        targets,
+        lambda s, ids: s.pause(ids),
+        key=key,
+        retry=f"crmflow activate {key} && crmflow deactivate {key}",
+    )
     return ActivationResult(key, False, paused=len(targets))
 
 
@@ -591,14 +643,17 @@ async def unenroll(
     wait: float = 10.0,
 ) -> list[EnrollOutcome]:
     """Signal each running enrollment; wait (bounded) until the workflow has recorded it."""
-    definition, _ = load_version(app, key)
     with app.sessions() as session:
+        try:
+            object_type = WorkflowRepository(session).version(key).object_type
+        except StoreError as exc:
+            raise UserError(str(exc)) from None
         enrollments = EnrollmentRepository(session)
         targets = {
-            record_id: enrollments.active_for(key, definition.object_type, record_id)
+            record_id: enrollments.active_for(key, object_type, record_id)
             for record_id in record_ids
         }
-    client = await app.client()
+    signals = await starter(app)
     outcomes = []
     for record_id, enrollment in targets.items():
         if enrollment is None:
@@ -606,11 +661,10 @@ async def unenroll(
                 EnrollOutcome(record_id, False, f"'{record_id}' is not enrolled in '{key}'")
             )
             continue
-        handle = client.get_workflow_handle(enrollment.temporal_workflow_id)
         try:
-            await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason=reason))
-        except RPCError as exc:
-            outcomes.append(EnrollOutcome(record_id, False, f"could not signal: {exc.message}"))
+            await signals.unenroll([enrollment.temporal_workflow_id], reason)
+        except SignalFailed as exc:
+            outcomes.append(EnrollOutcome(record_id, False, f"could not signal: {exc}"))
             continue
         status = await _wait_for_end(app, enrollment.id, wait)
         if status is None:

@@ -1,6 +1,12 @@
 """The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here."""
 
-from ._changes import ChangeRepository, changed_properties
+from ._changes import (
+    ChangeNotParked,
+    ChangeRepository,
+    Failure,
+    FeedEntry,
+    changed_properties,
+)
 from ._enrollments import (
     ENDED_STATUSES,
     AlreadyEnrolled,
@@ -8,6 +14,7 @@ from ._enrollments import (
     StepWrite,
     temporal_workflow_id,
 )
+from ._leases import Fence, LeaseRepository, database_now
 from ._messages import OutboxRepository, TaskRepository
 from ._records import (
     AssociationRepository,
@@ -38,14 +45,22 @@ from ._tables import (
     Workflow,
     WorkflowVersion,
 )
-from ._workflows import WorkflowNotFound, WorkflowRepository
+from ._workflows import BrokenVersion, WorkflowNotFound, WorkflowRepository, stored_definition
 
 __all__ = [
     "ACTIVE_STATUSES",
     "ENDED_STATUSES",
     "AlreadyEnrolled",
     "AssociationRepository",
+    "BrokenVersion",
+    "ChangeNotParked",
     "ChangeRepository",
+    "Failure",
+    "FeedEntry",
+    "Fence",
+    "LeaseRepository",
+    "database_now",
+    "stored_definition",
     "changed_properties",
     "RecordChange",
     "Lease",

@@ -192,6 +192,55 @@ class EnrollmentRepository:
             )
         ).one_or_none()
 
+    def by_workflow_id(self, temporal_workflow_id: str) -> Enrollment | None:
+        return self.session.scalars(
+            select(Enrollment).where(Enrollment.temporal_workflow_id == temporal_workflow_id)
+        ).one_or_none()
+
+    def by_workflow_ids(self, temporal_workflow_ids: Sequence[str]) -> dict[str, Enrollment]:
+        if not temporal_workflow_ids:
+            return {}
+        return {
+            e.temporal_workflow_id: e
+            for e in self.session.scalars(
+                select(Enrollment).where(
+                    Enrollment.temporal_workflow_id.in_(list(temporal_workflow_ids))
+                )
+            )
+        }
+
+    def active_page(self, *, after: int, limit: int, enrolled_before: datetime) -> list[Enrollment]:
+        """Running or paused enrollments with an id above `after`, in id order, enrolled before
+        `enrolled_before` (a page of the reconciliation sweep)."""
+        return list(
+            self.session.scalars(
+                select(Enrollment)
+                .where(
+                    Enrollment.id > after,
+                    Enrollment.status.in_(ACTIVE_STATUSES),
+                    Enrollment.enrolled_at < enrolled_before,
+                )
+                .order_by(Enrollment.id)
+                .limit(limit)
+            )
+        )
+
+    def waiting_steps(self, enrollment_ids: Sequence[int]) -> dict[int, set[str]]:
+        """Per enrollment, the actions of its `wait_for_event` steps in progress (started,
+        not finished): what it waits for now."""
+        found: dict[int, set[str]] = {}
+        if not enrollment_ids:
+            return found
+        for enrollment_id, action_id in self.session.execute(
+            select(EnrollmentStep.enrollment_id, EnrollmentStep.action_id).where(
+                EnrollmentStep.enrollment_id.in_(list(enrollment_ids)),
+                EnrollmentStep.type == "wait_for_event",
+                EnrollmentStep.finished_at.is_(None),
+            )
+        ):
+            found.setdefault(enrollment_id, set()).add(action_id)
+        return found
+
     def of_record(self, object_type: str, record_id: str) -> list[Enrollment]:
         """Every enrollment of one record, in every workflow, oldest first."""
         return list(

@@ -294,6 +294,15 @@ class RecordChange(Base):
             postgresql_where=text("dispatched_at IS NULL"),
         ),
         Index("ix_record_changes_record", "object_type", "record_id"),
+        # Changes whose dispatch failed (waiting for a retry, or parked): few, looked up per
+        # record to hold that record's later changes back.
+        Index(
+            "ix_record_changes_troubled",
+            "object_type",
+            "record_id",
+            sqlite_where=text("dispatched_at IS NULL AND attempts > 0"),
+            postgresql_where=text("dispatched_at IS NULL AND attempts > 0"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -309,6 +318,10 @@ class RecordChange(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # After a failed dispatch: not tried again before this time (the database's clock).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Set when the dispatch failed too often: out of the feed until `crmflow changes retry`.
+    parked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class Lease(Base):
@@ -319,6 +332,9 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The fencing token: changes at every takeover, and every write made under the lease
+    # checks it in the same statement, so a holder that lost the lease cannot write.
+    token: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class ScheduledRun(Base):

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+
+from crmflow.definitions import WorkflowDefinition
 
 from ._records import StoreError
 from ._tables import Workflow, WorkflowVersion
@@ -18,6 +21,40 @@ class WorkflowNotFound(StoreError):
         super().__init__(f"no {what}")
         self.key = key
         self.version = version
+
+
+class BrokenVersion(StoreError):
+    """A stored version whose definition no longer loads (stored before a validation rule
+    that now refuses it): nothing can run it; a new version must be published."""
+
+    def __init__(self, key: str, version: int, reason: str) -> None:
+        super().__init__(
+            f"workflow '{key}' version {version} is broken: its stored definition no longer "
+            f"loads ({reason}); publish a corrected version"
+        )
+        self.key = key
+        self.version = version
+        self.reason = reason
+
+
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False)
+        if errors:
+            first = errors[0]
+            where = ".".join(str(part) for part in first["loc"]) or "definition"
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            return f"{where}: {first['msg']}{more}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def stored_definition(row: WorkflowVersion) -> WorkflowDefinition:
+    """The definition of a stored version; BrokenVersion when it no longer loads."""
+    try:
+        return WorkflowDefinition.model_validate(row.definition)
+    except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+        raise BrokenVersion(row.key, row.version, _first_problem(exc)) from None
 
 
 class WorkflowRepository:
@@ -82,6 +119,11 @@ class WorkflowRepository:
         if found is None:
             raise WorkflowNotFound(key, version)
         return found
+
+    def definition(self, key: str, version: int | None = None) -> WorkflowDefinition:
+        """The definition of a version (the latest by default). Raises WorkflowNotFound, or
+        BrokenVersion when its stored definition no longer loads."""
+        return stored_definition(self.version(key, version))
 
     def all(self) -> list[tuple[Workflow, WorkflowVersion]]:
         stmt = (

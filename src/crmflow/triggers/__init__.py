@@ -8,6 +8,7 @@ from ._starting import (
     EnrollmentStarter,
     EnrollOutcome,
     Ready,
+    SignalFailed,
     enrollment_search_attributes,
     refusal,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "Leave",
     "Outcome",
     "Ready",
+    "SignalFailed",
     "Trigger",
     "TriggerIndex",
     "decide",

@@ -49,6 +49,8 @@ class Trigger:
     enter: ConditionReads  # criteria + reenroll triggers: may enroll (criteria workflows only)
     leave: ConditionReads  # goal, unenroll_when, criteria when unmet unenrolls, suppression
     waits: frozenset[str] = frozenset()  # events its wait_for_event actions wait for
+    # The event each of its wait_for_event actions waits for, by action id.
+    wait_actions: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -75,12 +77,23 @@ class Trigger:
         if settings.unenroll_when_criteria_unmet and enrollment.criteria is not None:
             leave |= condition_reads(enrollment.criteria)
         # A running enrollment may wait for these: their events reach it like exit rules do.
-        waits = frozenset(
-            action.event for action in definition.actions if isinstance(action, WaitForEventAction)
-        )
+        wait_actions = {
+            action.id: action.event
+            for action in definition.actions
+            if isinstance(action, WaitForEventAction)
+        }
+        waits = frozenset(wait_actions.values())
         leave |= ConditionReads(events=waits)
         return cls(
-            definition.key, version, definition, active, activated_change_id, enter, leave, waits
+            definition.key,
+            version,
+            definition,
+            active,
+            activated_change_id,
+            enter,
+            leave,
+            waits,
+            wait_actions,
         )
 
 

@@ -5,7 +5,13 @@ for was done; a crash in between makes the next dispatcher redo it, and redoing 
 twice (an enrollment is unique per workflow and trigger change, its workflow id is
 deterministic and never reused; unenroll and goal signals to an ended run are ignored).
 Changes are handled one at a time in feed order, so a record's changes keep their order; one
-dispatcher runs at a time (a lease in the store), however many workers run.
+dispatcher runs at a time (a lease in the store, judged by the database's clock, whose token
+every mark checks), however many workers run.
+
+A change whose dispatch fails is not allowed to stop the feed: it is tried again after a delay
+(RETRY_DELAYS), then parked for `crmflow changes retry`; meanwhile only the later changes of its
+own record wait behind it. A failure while Temporal is unreachable is no fault of the change:
+it is not counted, and the whole feed waits (backoff) instead.
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ from temporalio.client import Client
 
 from crmflow.activities.models import EventSignal
 from crmflow.conditions import RecordSnapshot
-from crmflow.definitions import WorkflowDefinition
 from crmflow.store import (
     ACTIVE_STATUSES,
+    BrokenVersion,
     ChangeRepository,
     EnrollmentRepository,
-    Lease,
+    Failure,
+    Fence,
+    LeaseRepository,
     RecordChange,
     WorkflowRepository,
+    database_now,
     load_snapshot,
+    stored_definition,
 )
 
 from ._decide import (
@@ -45,12 +55,32 @@ from ._decide import (
     decide,
 )
 from ._index import TriggerIndex
+from ._reconcile import Reconciler
 from ._starting import EnrollmentStarter
 
 log = logging.getLogger(__name__)
 
 LEASE = "dispatcher"
 LEASE_TTL = timedelta(seconds=15)
+# Waits between the attempts of a change whose dispatch fails; once they are used up (the 5th
+# failed attempt) the change is parked.
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+)
+# How often the lease holder looks for enrollments whose Temporal run is gone.
+RECONCILE_EVERY = 60.0
+HEALTH_CHECK_TIMEOUT = 5.0
+
+
+class LeaseLost(Exception):
+    """Another dispatcher took the lease over: this one marks nothing more."""
+
+
+class TemporalUnreachable(Exception):
+    """A dispatch failed while Temporal did not answer: retried, never counted."""
 
 
 def as_change(row: RecordChange) -> Change:
@@ -69,7 +99,8 @@ def as_change(row: RecordChange) -> Change:
 
 def load_index(session: Session) -> TriggerIndex:
     """Triggers of the latest version of each workflow, and of every older version that still
-    has running enrollments (their exit rules are their own version's)."""
+    has running enrollments (their exit rules are their own version's). A version whose stored
+    definition no longer loads is left out (logged): it stops nothing else."""
     workflows = WorkflowRepository(session)
     latest = {w.key: w for w, _ in workflows.all()}
     wanted = {(w.key, w.latest_version) for w in latest.values()}
@@ -77,10 +108,14 @@ def load_index(session: Session) -> TriggerIndex:
     triggers = []
     for key, version in sorted(wanted):
         workflow = latest[key]
-        row = workflows.version(key, version)
+        try:
+            definition = stored_definition(workflows.version(key, version))
+        except BrokenVersion as exc:
+            log.error("dispatcher: %s: its changes are not dispatched to it", exc)
+            continue
         triggers.append(
             Trigger.of(
-                WorkflowDefinition.model_validate(row.definition),
+                definition,
                 version,
                 active=workflow.active and version == workflow.latest_version,
                 activated_change_id=workflow.activated_change_id or 0,
@@ -99,12 +134,18 @@ class Dispatcher:
         batch: int = 200,
         poll_interval: float = 0.1,
         holder: str | None = None,
+        retry_delays: tuple[timedelta, ...] = RETRY_DELAYS,
+        reconcile_every: float = RECONCILE_EVERY,
     ) -> None:
         self.sessions = sessions
         self.starter = EnrollmentStarter(sessions, client, task_queue)
+        self.reconciler = Reconciler(sessions, client)
         self.batch = batch
         self.poll_interval = poll_interval
         self.holder = holder or f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.retry_delays = retry_delays
+        self.reconcile_every = reconcile_every
+        self.fence: Fence | None = None
         self._index: TriggerIndex | None = None
         self._generation: tuple[object, ...] | None = None
         # Test hook: called between the steps of a change, to simulate a crash there.
@@ -113,15 +154,23 @@ class Dispatcher:
     # ------------------------------------------------------------ the loop
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until `stop` is set. Failures are logged and retried with backoff."""
+        """Dispatch until `stop` is set, reconciling now and then. Failures of the whole loop
+        (store or Temporal unreachable, lease lost) are logged and retried with backoff."""
         backoff = self.poll_interval
+        reconciled = -self.reconcile_every
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
-                if await asyncio.to_thread(self.acquire_lease):
-                    done = await self.dispatch_pending()
-                    backoff = self.poll_interval
-                    if done:
-                        continue
+                done = await self.dispatch_pending()
+                backoff = self.poll_interval
+                if self.fence is not None and loop.time() - reconciled >= self.reconcile_every:
+                    reconciled = loop.time()
+                    await self.reconcile()
+                if done:
+                    continue
+            except (LeaseLost, TemporalUnreachable) as exc:
+                log.warning("%s; dispatching again in %.1fs", exc, backoff)
+                backoff = min(backoff * 2, 10.0)
             except Exception:
                 log.exception("dispatching changes failed; retrying in %.1fs", backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -130,43 +179,43 @@ class Dispatcher:
         await asyncio.to_thread(self.release_lease)
 
     def acquire_lease(self) -> bool:
-        now = datetime.now(UTC)
+        """Take or renew the dispatcher lease (the database's clock decides expiry)."""
         with self.sessions.begin() as session:
-            lease = session.get(Lease, LEASE, with_for_update=True)
-            if lease is None:
-                session.add(Lease(name=LEASE, holder=self.holder, expires_at=now + LEASE_TTL))
-                return True
-            if lease.holder == self.holder or lease.expires_at < now:
-                lease.holder = self.holder
-                lease.expires_at = now + LEASE_TTL
-                return True
-            return False
+            self.fence = LeaseRepository(session).acquire(LEASE, self.holder, LEASE_TTL)
+        return self.fence is not None
 
     def release_lease(self) -> None:
-        with self.sessions.begin() as session:
-            lease = session.get(Lease, LEASE, with_for_update=True)
-            if lease is not None and lease.holder == self.holder:
-                session.delete(lease)
+        if self.fence is not None:
+            with self.sessions.begin() as session:
+                LeaseRepository(session).release(self.fence)
+            self.fence = None
 
     async def dispatch_pending(self) -> int:
-        """Dispatch one batch of pending changes, in order. Returns how many were done."""
+        """Take (or renew) the lease, then dispatch one batch of due changes, in order.
+        Returns how many were handled (dispatched, or failed and rescheduled or parked)."""
+        if not await asyncio.to_thread(self.acquire_lease):
+            return 0
+        assert self.fence is not None
         with self.sessions() as session:
-            rows = [as_change(r) for r in ChangeRepository(session).pending(limit=self.batch)]
+            # Due as of the database's time, read with the lease a moment ago.
+            due = ChangeRepository(session).pending(limit=self.batch, now=self.fence.at)
+            rows = [as_change(r) for r in due]
         if not rows:
             return 0
         self.refresh_index()
         idle: list[int] = []
+        failed: set[tuple[str, str]] = set()  # records whose change failed in this batch
         for change in rows:
+            if (change.object_type, change.record_id) in failed:
+                continue  # its record's earlier change failed: it waits behind it
             try:
                 acted = await self.dispatch(change)
             except Exception as exc:
-                # Kept on the change (attempts, error) for whoever looks at a stuck feed; the
-                # loop retries it, in order, after a backoff.
+                failed.add((change.object_type, change.record_id))
                 await asyncio.to_thread(self._mark, idle)
-                await asyncio.to_thread(
-                    self._note_failure, change.id, f"{type(exc).__name__}: {exc}"
-                )
-                raise
+                idle = []
+                await self._failed(change, exc)
+                continue
             if acted:
                 await asyncio.to_thread(self._mark, [*idle, change.id])
                 idle = []
@@ -175,14 +224,70 @@ class Dispatcher:
         await asyncio.to_thread(self._mark, idle)
         return len(rows)
 
-    def _note_failure(self, change_id: int, error: str) -> None:
+    async def _failed(self, change: Change, exc: Exception) -> None:
+        """Count a failed dispatch against the change (retried later, or parked), unless
+        Temporal is unreachable: then the whole feed waits, and nothing is counted."""
+        error = f"{type(exc).__name__}: {exc}"
+        if not await self._temporal_answers():
+            await asyncio.to_thread(self._note_error, change.id, error)
+            raise TemporalUnreachable(f"Temporal does not answer ({error})") from exc
+        failure = await asyncio.to_thread(self._record_failure, change.id, error)
+        what = f"change {change.id} ({change.kind} {change.object_type} {change.record_id})"
+        if failure.parked:
+            log.error(
+                "%s parked after %d failed attempts (`crmflow changes retry %d`): %s",
+                what,
+                failure.attempts,
+                change.id,
+                error,
+            )
+        else:
+            log.warning("%s failed (attempt %d), retried later: %s", what, failure.attempts, error)
+
+    async def _temporal_answers(self) -> bool:
+        try:
+            return bool(
+                await asyncio.wait_for(
+                    self.starter.client.service_client.check_health(),
+                    timeout=HEALTH_CHECK_TIMEOUT,
+                )
+            )
+        except Exception:
+            return False
+
+    def _note_error(self, change_id: int, error: str) -> None:
+        assert self.fence is not None
         with self.sessions.begin() as session:
-            ChangeRepository(session).mark_attempt(change_id, error)
+            if not ChangeRepository(session).note_error(change_id, error, fence=self.fence):
+                raise LeaseLost(f"{self.holder} lost the dispatcher lease")
+
+    def _record_failure(self, change_id: int, error: str) -> Failure:
+        assert self.fence is not None
+        with self.sessions.begin() as session:
+            failure = ChangeRepository(session).record_failure(
+                change_id,
+                error,
+                now=database_now(session),
+                fence=self.fence,
+                delays=self.retry_delays,
+            )
+        if failure is None:
+            raise LeaseLost(f"{self.holder} lost the dispatcher lease")
+        return failure
 
     def _mark(self, ids: list[int]) -> None:
-        if ids:
-            with self.sessions.begin() as session:
-                ChangeRepository(session).mark_dispatched(ids, now=datetime.now(UTC))
+        if not ids:
+            return
+        assert self.fence is not None
+        with self.sessions.begin() as session:
+            # dispatched_at is for people: the worker's clock will do (no comparison reads it).
+            marked = ChangeRepository(session).mark_dispatched(
+                ids, now=datetime.now(UTC), fence=self.fence
+            )
+        if not marked:
+            # Another dispatcher took over (this one was paused past its lease): it redoes
+            # these changes; this one stops here.
+            raise LeaseLost(f"{self.holder} lost the dispatcher lease")
 
     def refresh_index(self) -> TriggerIndex:
         with self.sessions() as session:
@@ -191,6 +296,10 @@ class Dispatcher:
                 self._index = load_index(session)
                 self._generation = generation
         return self._index
+
+    async def reconcile(self) -> int:
+        """Mark the store's running enrollments whose Temporal run is gone; see Reconciler."""
+        return await self.reconciler.run_once()
 
     # ------------------------------------------------------------ one change
 
@@ -233,6 +342,7 @@ class Dispatcher:
             events: set[str] = set()
             for trigger in [*enter, *(t for t, _ in leave)]:
                 events |= trigger.enter.events | trigger.leave.events
+            waiting = self._waiting(session, change, leave)
             snapshot = (
                 None
                 if change.kind == DELETED
@@ -267,32 +377,47 @@ class Dispatcher:
                     [decision.enrollment.temporal_workflow_id], decision.reason
                 )
         if change.kind == EVENT and snapshot is not None:
-            await self._deliver_event(change, snapshot, leave, decisions)
+            await self._deliver_event(change, snapshot, waiting, decisions)
         return True
+
+    @staticmethod
+    def _waiting(
+        session: Session, change: Change, leave: list[tuple[Trigger, ActiveEnrollment]]
+    ) -> list[ActiveEnrollment]:
+        """The record's enrollments waiting now (a wait_for_event step in progress, as the
+        store shows it) for the event this change tracked. Only they are signalled: signals to
+        the others would only grow their histories."""
+        if change.kind != EVENT:
+            return []
+        candidates = [(t, e) for t, e in leave if change.event_name in t.waits]
+        if not candidates:
+            return []
+        steps = EnrollmentRepository(session).waiting_steps([e.id for _, e in candidates])
+        return [
+            e
+            for t, e in candidates
+            if any(t.wait_actions.get(a) == change.event_name for a in steps.get(e.id, ()))
+        ]
 
     async def _deliver_event(
         self,
         change: Change,
         snapshot: RecordSnapshot,
-        leave: list[tuple[Trigger, ActiveEnrollment]],
+        waiting: list[ActiveEnrollment],
         decisions: list[Decision],
     ) -> None:
-        """Hand a tracked event to the record's enrollments that may wait for it (they decide
-        whether they wait for it now and whether `where` matches). Enrollments that leave on
-        this change are not told: they end anyway."""
+        """Hand a tracked event to the record's enrollments that wait for it now (they decide
+        whether `where` matches). Enrollments that leave on this change are not told: they end
+        anyway."""
         left = {d.enrollment.id for d in decisions if isinstance(d, Leave)}
-        waiting = [
-            e.temporal_workflow_id
-            for trigger, e in leave
-            if change.event_name in trigger.waits and e.id not in left
-        ]
+        targets = [e.temporal_workflow_id for e in waiting if e.id not in left]
         # The change's event is the last of its name in the snapshot (as in snapshot_before).
         found = [e for e in snapshot.events if e.name == change.event_name]
-        if not waiting or not found:
+        if not targets or not found:
             return
         event = found[-1]
         await self.starter.event_tracked(
-            waiting,
+            targets,
             EventSignal(
                 name=event.name,
                 properties=dict(event.properties),

@@ -1,19 +1,29 @@
 """Starting enrollments and signalling them: shared by manual enrollment (the CLI) and automatic
-enrollment (the dispatcher)."""
+enrollment (the dispatcher).
+
+An enrollment row is committed before its Temporal run is started, so a signal can find the row
+and no run yet (a scheduled run's fan-out between writing a page and starting it, or a dispatcher
+that died in between). A stop (unenroll, goal met) must not be lost there: it is sent with
+signal-with-start, which starts the missing run with the stop already queued (the run then ends
+before its first action), and never starts a run again once it closed (REJECT_DUPLICATE). Every
+start of an enrollment uses REJECT_DUPLICATE too, so a run a stop started is never followed by a
+second one; each run carries its row's identity in a memo, which tells a run of this enrollment
+from one of another store that used the same workflow id (a database reset under one Temporal).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.activities.models import (
     EnrollmentContext,
@@ -25,10 +35,12 @@ from crmflow.activities.models import (
 from crmflow.conditions import RecordSnapshot, evaluate
 from crmflow.definitions import WorkflowDefinition, condition_reads
 from crmflow.store import (
+    ACTIVE_STATUSES,
     ENDED_STATUSES,
     AlreadyEnrolled,
     Enrollment,
     EnrollmentRepository,
+    WorkflowRepository,
     load_snapshot,
     load_snapshots,
 )
@@ -36,6 +48,35 @@ from crmflow.worker import _search_attributes as sa
 from crmflow.worker._enrollment import EnrollmentWorkflow
 
 SIGNAL_CONCURRENCY = 50
+# The memo entry naming the enrollment row a run belongs to.
+IDENTITY = "crmflow.enrollment"
+
+# Signals, by the names the enrollment workflow declares.
+UNENROLL = EnrollmentWorkflow.unenroll.__name__
+GOAL_MET = EnrollmentWorkflow.goal_met.__name__
+EVENT_TRACKED = EnrollmentWorkflow.event_tracked.__name__
+PAUSE = EnrollmentWorkflow.pause.__name__
+RESUME = EnrollmentWorkflow.resume.__name__
+
+
+class SignalFailed(Exception):
+    """Temporal refused signals for another reason than the run being over (only "not found /
+    already completed" is ignored). The others, if any, were delivered."""
+
+    def __init__(self, signal: str, failures: dict[str, Exception]) -> None:
+        workflow_id, first = next(iter(failures.items()))
+        detail = first.message if isinstance(first, RPCError) else str(first)
+        others = f" (and {len(failures) - 1} other enrollment(s))" if len(failures) > 1 else ""
+        super().__init__(
+            f"signal {signal} to {workflow_id} failed: {type(first).__name__}: {detail}{others}"
+        )
+        self.signal = signal
+        self.failures = failures
+
+
+def run_is_over(exc: RPCError) -> bool:
+    """The one refusal a signal may ignore: no such run, or it has completed."""
+    return exc.status == RPCStatusCode.NOT_FOUND
 
 
 @dataclass(frozen=True)
@@ -45,6 +86,8 @@ class Ready:
     input: EnrollmentInput
     temporal_workflow_id: str
     unenroll_from: list[str]  # workflow ids of the record's enrollments to end on start
+    # The row's identity, carried by its run (memo): its id and the instant it was written.
+    identity: str = ""
     # The row was found running: its workflow is most likely running too (then the record is
     # skipped), unless whoever created the row died before starting it (then it starts now).
     recover: bool = False
@@ -243,6 +286,7 @@ class EnrollmentStarter:
             ),
             temporal_workflow_id=enrollment.temporal_workflow_id,
             unenroll_from=others,
+            identity=f"{enrollment.id}@{enrollment.enrolled_at.isoformat()}",
         )
 
     async def launch(
@@ -252,8 +296,55 @@ class EnrollmentStarter:
         record from the workflows its `unenroll_from` names. `redo`: the row is a dispatch's
         that may have started already; `retried_by_caller`: a failure is retried with the same
         row (a dispatched change), so the row must not be marked failed."""
+        ctx = ready.input.context
+        try:
+            started = await self._start_run(ready)
+        except WorkflowAlreadyStartedError:
+            # Another store's enrollment runs under this workflow id.
+            if ready.recover:
+                already = AlreadyEnrolled(ctx.workflow_key, ctx.object_type, ctx.record_id)
+                return EnrollOutcome(ctx.record_id, False, str(already))
+            if not redo:
+                self._failed(ctx.enrollment_id, "its workflow id is already taken")
+                raise
+            started = False  # nothing this redo can start; the change is done as it can be
+        except Exception as exc:
+            # A dispatched change is retried (its row is reused); any other enrollment would
+            # otherwise look running forever with no workflow behind it.
+            if not retried_by_caller:
+                self._failed(ctx.enrollment_id, f"could not start: {exc}")
+            raise
+        if ready.recover:
+            if not started:
+                already = AlreadyEnrolled(ctx.workflow_key, ctx.object_type, ctx.record_id)
+                return EnrollOutcome(ctx.record_id, False, str(already))
+            lost = "enrolled (its start had been lost)"
+            return EnrollOutcome(ctx.record_id, True, lost, ready.temporal_workflow_id)
+        # Not started here: its run is there already (started by an earlier attempt of this
+        # dispatch, or by a stop signal that found it missing): nothing to start twice.
+        await self.unenroll(ready.unenroll_from, f"enrolled in '{ctx.workflow_key}'")
+        return EnrollOutcome(ctx.record_id, True, "enrolled", ready.temporal_workflow_id)
+
+    async def _start_run(self, ready: Ready, *, signal: tuple[str, Any] | None = None) -> bool:
+        """Start the enrollment's run (with `signal` queued: signal-with-start, which signals
+        the run instead if it is running). Returns False when a run of this enrollment exists
+        or existed: a run is never started twice. Raises WorkflowAlreadyStartedError when a
+        run of another store's enrollment with the same id is running."""
+        try:
+            await self._start(ready, WorkflowIDReusePolicy.REJECT_DUPLICATE, signal)
+            return True
+        except WorkflowAlreadyStartedError:
+            if await self._is_ours(ready):
+                return False
+        # Only another store's run had this id: this enrollment's run starts anew.
+        await self._start(ready, WorkflowIDReusePolicy.ALLOW_DUPLICATE, signal)
+        return True
+
+    async def _start(
+        self, ready: Ready, policy: WorkflowIDReusePolicy, signal: tuple[str, Any] | None
+    ) -> None:
         ctx, definition = ready.input.context, ready.input.definition
-        start = self.client.start_workflow(
+        await self.client.start_workflow(
             EnrollmentWorkflow.run,
             ready.input,
             id=ready.temporal_workflow_id,
@@ -262,34 +353,19 @@ class EnrollmentStarter:
             static_summary=(
                 f"{definition.name} (v{ctx.version}) for {ctx.object_type} {ctx.record_id}"
             ),
-            # Never a second run of an enrollment that ran already.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
-            if ready.recover
-            else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            memo={IDENTITY: ready.identity},
+            id_reuse_policy=policy,
+            start_signal=signal[0] if signal else None,
+            start_signal_args=[signal[1]] if signal else [],
         )
-        if ready.recover:
-            try:
-                await start
-            except WorkflowAlreadyStartedError:
-                already = AlreadyEnrolled(definition.key, ctx.object_type, ctx.record_id)
-                return EnrollOutcome(ctx.record_id, False, str(already))
-            lost = "enrolled (its start had been lost)"
-            return EnrollOutcome(ctx.record_id, True, lost, ready.temporal_workflow_id)
-        try:
-            await start
-        except WorkflowAlreadyStartedError:
-            # A redo of a dispatch that crashed after starting: the run is there, keep it.
-            if not redo:
-                self._failed(ctx.enrollment_id, "its workflow id is already taken")
-                raise
-        except Exception as exc:
-            # A dispatched change is retried (its row is reused); any other enrollment would
-            # otherwise look running forever with no workflow behind it.
-            if not retried_by_caller:
-                self._failed(ctx.enrollment_id, f"could not start: {exc}")
-            raise
-        await self.unenroll(ready.unenroll_from, f"enrolled in '{definition.key}'")
-        return EnrollOutcome(ctx.record_id, True, "enrolled", ready.temporal_workflow_id)
+
+    async def _is_ours(self, ready: Ready) -> bool:
+        """Does the latest run of the enrollment's workflow id belong to this row? A run
+        without an identity (started before runs carried one) is taken as this row's: never
+        run an enrollment twice."""
+        described = await self.client.get_workflow_handle(ready.temporal_workflow_id).describe()
+        identity = await described.memo_value(IDENTITY, None)
+        return identity is None or identity == ready.identity
 
     def _failed(self, enrollment_id: int, reason: str) -> None:
         with self.sessions.begin() as session:
@@ -298,37 +374,87 @@ class EnrollmentStarter:
             )
 
     async def signal_all(
-        self, workflow_ids: Iterable[str], send: Callable[[WorkflowHandle[Any, Any]], Any]
+        self,
+        workflow_ids: Iterable[str],
+        signal: str,
+        arg: Any = None,
+        *,
+        start_if_missing: bool = False,
     ) -> int:
-        """Signal enrollments concurrently (bounded); a closed or unknown run is skipped."""
+        """Signal enrollments concurrently (bounded). A run that is over is skipped; any other
+        refusal raises SignalFailed once every signal was tried. With `start_if_missing` (the
+        stops), an enrollment whose row is running but whose run is missing is started with the
+        signal queued. Returns how many runs received the signal."""
+        ids = list(dict.fromkeys(workflow_ids))
         gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
-        delivered = 0
 
-        async def one(workflow_id: str) -> None:
-            nonlocal delivered
+        async def one(workflow_id: str) -> bool:
             async with gate:
-                try:
-                    await send(self.client.get_workflow_handle(workflow_id))
-                    delivered += 1
-                except RPCError:
-                    pass
+                return await self._signal(workflow_id, signal, arg, start_if_missing)
 
-        await asyncio.gather(*(one(i) for i in workflow_ids))
-        return delivered
+        results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
+        failures: dict[str, Exception] = {}
+        for workflow_id, result in zip(ids, results, strict=True):
+            if isinstance(result, Exception):
+                failures[workflow_id] = result
+            elif isinstance(result, BaseException):
+                raise result  # cancelled: not a refusal
+        if failures:
+            raise SignalFailed(signal, failures)
+        return sum(1 for r in results if r is True)
+
+    async def _signal(
+        self, workflow_id: str, signal: str, arg: Any, start_if_missing: bool
+    ) -> bool:
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            if arg is None:
+                await handle.signal(signal)
+            else:
+                await handle.signal(signal, arg)
+            return True
+        except RPCError as exc:
+            if not run_is_over(exc):
+                raise
+        if not start_if_missing:
+            return False
+        ready = await asyncio.to_thread(self._ready_of, workflow_id)
+        if ready is None:
+            return False  # the enrollment has ended: nothing to stop
+        # Running in the store, no run in Temporal: not started yet, or its run is gone. Start
+        # it with the stop queued; a run that closed is not started again (it has ended; if
+        # the store missed that, reconciliation marks it).
+        return await self._start_run(ready, signal=(signal, arg))
+
+    def _ready_of(self, workflow_id: str) -> Ready | None:
+        """The enrollment of a workflow id ready to start, if it is running or paused."""
+        with self.sessions() as session:
+            enrollment = EnrollmentRepository(session).by_workflow_id(workflow_id)
+            if enrollment is None or enrollment.status not in ACTIVE_STATUSES:
+                return None
+            definition = WorkflowRepository(session).definition(
+                enrollment.workflow_key, enrollment.version
+            )
+            return self._ready(definition, enrollment.version, enrollment, [])
 
     async def unenroll(self, workflow_ids: Iterable[str], reason: str) -> int:
-        signal = UnenrollSignal(reason=reason)
+        """The one way an enrollment is told to unenroll (dispatcher, CLI, workflow actions)."""
         return await self.signal_all(
-            workflow_ids, lambda h: h.signal(EnrollmentWorkflow.unenroll, signal)
-        )
-
-    async def event_tracked(self, workflow_ids: Iterable[str], signal: EventSignal) -> int:
-        return await self.signal_all(
-            workflow_ids, lambda h: h.signal(EnrollmentWorkflow.event_tracked, signal)
+            workflow_ids, UNENROLL, UnenrollSignal(reason=reason), start_if_missing=True
         )
 
     async def goal_met(self, workflow_ids: Iterable[str], detail: str) -> int:
-        signal = GoalMetSignal(detail=detail)
         return await self.signal_all(
-            workflow_ids, lambda h: h.signal(EnrollmentWorkflow.goal_met, signal)
+            workflow_ids, GOAL_MET, GoalMetSignal(detail=detail), start_if_missing=True
         )
+
+    async def event_tracked(self, workflow_ids: Iterable[str], signal: EventSignal) -> int:
+        # Sent only to enrollments whose wait for the event is stored as in progress: their
+        # run has started, so a missing run is one that is over.
+        return await self.signal_all(workflow_ids, EVENT_TRACKED, signal)
+
+    async def pause(self, workflow_ids: Iterable[str]) -> int:
+        return await self.signal_all(workflow_ids, PAUSE)
+
+    async def resume(self, workflow_ids: Iterable[str]) -> int:
+        return await self.signal_all(workflow_ids, RESUME)

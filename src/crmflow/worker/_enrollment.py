@@ -3,6 +3,13 @@
 Deterministic by construction: time from `workflow.now()`, randomness from `workflow.random()`,
 every read or write of the store in an activity. The definition travels in the input, so a later
 publish never changes a running enrollment.
+
+A run's history is bounded: when it grows long (Temporal suggests it, or HISTORY_LIMIT events),
+the run continues as new, between two actions or in the middle of a wait (a delay, a
+wait_for_event that keeps receiving events that do not match, a hold by the execution window,
+a place in a rate limit's queue); the new run carries where it was (`Resume`) and picks the
+wait up where it stopped. Runs started before this existed never continue as new (patch
+CONTINUE_AS_NEW), so their histories replay unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         EventSignal,
         FinishInput,
         GoalMetSignal,
+        Resume,
         StepInput,
         TimingInput,
         TimingResult,
@@ -48,11 +56,13 @@ with workflow.unsafe.imports_passed_through():
         format_duration,
     )
 
+    from . import _policies, _time
     from . import _search_attributes as sa
-    from . import _time
     from ._policies import BOOKKEEPING, policy_of
 
 END = "end"
+# Runs that record this patch may continue as new; older ones never do.
+CONTINUE_AS_NEW = "continue-as-new"
 
 # Which activity runs which action type: the interpreter dispatches on this table.
 _ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], Any]] = {
@@ -95,6 +105,15 @@ class EnrollmentWorkflow:
         # The wait_for_event step in progress, and whether its event arrived.
         self._waiting_for: WaitForEventAction | None = None
         self._event: EventSignal | None = None
+        # Whether this run may continue as new (patched), where an earlier run stopped, the
+        # signals that came before `run` began (a continued run restores its wait first), and
+        # whether a pause or resume signal came then.
+        self._continuable = False
+        self._resume: Resume | None = None
+        self._started = False
+        self._early_events: list[EventSignal] = []
+        self._pause_signalled = False
+        self._steps = 0  # actions run so far, over every run of the enrollment
 
     @workflow.signal
     def unenroll(self, signal: UnenrollSignal) -> None:
@@ -108,6 +127,12 @@ class EnrollmentWorkflow:
 
     @workflow.signal
     def event_tracked(self, signal: EventSignal) -> None:
+        if not self._started:
+            self._early_events.append(signal)
+            return
+        self._offer(signal)
+
+    def _offer(self, signal: EventSignal) -> None:
         # Only events that arrive while the wait is in progress count (README: time and flow).
         wait = self._waiting_for
         if wait is None or self._event is not None or signal.name != wait.event:
@@ -127,10 +152,12 @@ class EnrollmentWorkflow:
     @workflow.signal
     def pause(self) -> None:
         self._paused = True
+        self._pause_signalled = True
 
     @workflow.signal
     def resume(self) -> None:
         self._paused = False
+        self._pause_signalled = True
 
     @workflow.query
     def current_action(self) -> str | None:
@@ -138,17 +165,29 @@ class EnrollmentWorkflow:
 
     @workflow.run
     async def run(self, input: EnrollmentInput) -> EnrollmentResult:
+        self._started = True
+        self._continuable = workflow.patched(CONTINUE_AS_NEW)
         definition = input.definition
         actions = {action.id: action for action in definition.actions}
         current = definition.actions[0].id
-        steps = 0
+        if (resume := input.resume) is not None:
+            self._resume, current, self._steps = resume, resume.action_id, resume.steps
+            self._pending = list(resume.pending)
+            if not self._pause_signalled:  # a signal in this run is newer than the carried state
+                self._paused = resume.paused
         while current != END:
-            if await self._hold():
+            resuming = self._resume  # the first action of a continued run
+            if resuming is None and self._stop is None and self._must_continue():
+                self._continue(input, Resume(action_id=current))
+            # A run that continued in the middle of an action's wait goes back into that wait
+            # (which heeds a stop itself), as the earlier run would have: no hold before it.
+            if (resuming is None or resuming.wait is None) and await self._hold():
                 break
             action = actions[current]
             self._current = action.id
             chosen = await self._run_action(input, action)
-            steps += 1
+            self._resume = None
+            self._steps += 1
             if self._finished:
                 break
             current = chosen or definition.next_of(action.id)
@@ -164,7 +203,36 @@ class EnrollmentWorkflow:
                 **BOOKKEEPING,
             )
         workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
-        return EnrollmentResult(status=status, reason=reason, steps=steps)
+        return EnrollmentResult(status=status, reason=reason, steps=self._steps)
+
+    def _must_continue(self) -> bool:
+        """Has the history grown long enough to go on in a new run? (Never in a run started
+        before continue-as-new existed: its replay must issue the same commands.)"""
+        if not self._continuable:
+            return False
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= _policies.HISTORY_LIMIT
+        )
+
+    def _continue(self, input: EnrollmentInput, resume: Resume) -> None:
+        """Go on in a new run of the same workflow id, from `resume`."""
+        carried = resume.model_copy(
+            update={
+                "steps": self._steps,
+                "paused": self._paused,
+                "pending": resume.pending if resume.wait == "queue" else list(self._pending),
+            }
+        )
+        workflow.continue_as_new(input.model_copy(update={"resume": carried}))
+
+    def _resumed(self, action: Action, wait: str) -> Resume | None:
+        """The carried state of `action`'s wait, when this run continues it."""
+        resume = self._resume
+        if resume is not None and resume.action_id == action.id and resume.wait == wait:
+            return resume
+        return None
 
     def _finish(
         self, input: EnrollmentInput, status: EnrollmentStatus, reason: str | None
@@ -192,9 +260,14 @@ class EnrollmentWorkflow:
             return await self._split(input, action)
         if isinstance(action, WaitForEventAction):
             return await self._wait_for_event(input, action)
-        held = None
-        if action.type not in _BRANCHING:
-            held = await self._window(input)
+        held: str | bool | None = None
+        queued = self._resumed(action, "queue")
+        if queued is not None:
+            if self._stop is not None:
+                return END  # stopped as the run continued, before its next turn
+            held = queued.held  # it was in a rate limit's queue, past the window already
+        elif action.type not in _BRANCHING:
+            held = await self._window(input, action)
             if held is False:
                 return END  # stopped during the wait: the loop ends the enrollment
         # The last action of a path (statically known unless it branches) also stores the final
@@ -222,13 +295,17 @@ class EnrollmentWorkflow:
                 # Queued behind a rate limit: wait for the turn here, not in retries.
                 with suppress(TimeoutError):
                     await workflow.wait_condition(
-                        lambda: self._stop is not None,
+                        lambda: self._stop is not None or self._must_continue(),
                         timeout=timedelta(seconds=result.retry_in),
                         timeout_summary=f"{action.id}: {result.outcome}",
                     )
                 if self._stop is not None:
                     self._pending = pending
                     return END
+                if self._must_continue():  # a long queue: its turns go on in a new run
+                    why = held if isinstance(held, str) else None
+                    resume = Resume(action_id=action.id, wait="queue", held=why)
+                    self._continue(input, resume.model_copy(update={"pending": pending}))
         except ActivityError as exc:
             self._pending = pending
             # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
@@ -261,7 +338,7 @@ class EnrollmentWorkflow:
         )
         return _time.zone_of(timing.timezone, settings.timezone), timing
 
-    async def _window(self, input: EnrollmentInput) -> str | bool | None:
+    async def _window(self, input: EnrollmentInput, action: Action) -> str | bool | None:
         """Hold an action that came due outside the execution window or on a pause date until
         the next allowed moment. Returns why it was held (None: it was not; False: the
         enrollment was stopped meanwhile). No command without a window or pause dates."""
@@ -270,6 +347,8 @@ class EnrollmentWorkflow:
             return None
         due = workflow.now()
         held: str | None = None
+        if (resumed := self._resumed(action, "window")) is not None and resumed.due is not None:
+            due, held = resumed.due, resumed.held
         while True:
             if await self._hold():
                 return False
@@ -285,43 +364,68 @@ class EnrollmentWorkflow:
             held = f"came due {_time.show(due, zone)}, held by {why}"
             with suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._stop is not None or self._paused,
+                    lambda: self._stop is not None or self._paused or self._must_continue(),
                     timeout=allowed - now,
                     timeout_summary=f"execution window: until {_time.show(allowed, zone)}",
                 )
+            if self._stop is None and not self._paused and self._must_continue():
+                self._continue(
+                    input, Resume(action_id=action.id, wait="window", due=due, held=held)
+                )
 
     async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
-        started = workflow.now()
-        settings = input.definition.settings
-        needs_record = action.kind in ("until_property", "until_weekday", "until_time") or (
-            action.kind == "until_date"
-            and action.until_date is not None
-            and action.until_date.tzinfo is None
-        )
-        if needs_record:
-            zone, timing = await self._timing(input, date_property=action.until_property)
+        resumed = self._resumed(action, "delay")
+        if resumed is not None and resumed.started and resumed.wake and resumed.shown:
+            # A delay an earlier run started: its start is stored; wait for the rest of it.
+            started, wake, shown = resumed.started, resumed.wake, resumed.shown
+            timeout = max(wake - workflow.now(), timedelta(0))
         else:
-            zone, timing = ZoneInfo(settings.timezone), None
-        computed = _time.wake_time(
-            action, started, zone, property_value=timing.date_value if timing else None
-        )
-        if computed.at is None:
-            outcome = f"{computed.problem}: continued at once"
-            await self._record(input, action, started, outcome)
-            return None
-        wake = computed.at
-        # Stored at once, so `enrollments` shows what the enrollment waits for.
-        shown = _time.show(wake, zone) if action.kind != "duration" else wake.isoformat()
-        waiting = f"waiting until {shown}" if wake > started else None
-        await self._record(input, action, started, waiting, finished=False)
-        if wake > started:
+            started = workflow.now()
+            settings = input.definition.settings
+            needs_record = action.kind in ("until_property", "until_weekday", "until_time") or (
+                action.kind == "until_date"
+                and action.until_date is not None
+                and action.until_date.tzinfo is None
+            )
+            if needs_record:
+                zone, timing = await self._timing(input, date_property=action.until_property)
+            else:
+                zone, timing = ZoneInfo(settings.timezone), None
+            computed = _time.wake_time(
+                action, started, zone, property_value=timing.date_value if timing else None
+            )
+            if computed.at is None:
+                outcome = f"{computed.problem}: continued at once"
+                await self._record(input, action, started, outcome)
+                return None
+            wake = computed.at
+            # Stored at once, so `enrollments` shows what the enrollment waits for.
+            shown = _time.show(wake, zone) if action.kind != "duration" else wake.isoformat()
+            waiting = f"waiting until {shown}" if wake > started else None
+            await self._record(input, action, started, waiting, finished=False)
+            timeout = wake - started
+        if wake > started and timeout > timedelta(0):
             # The timer ends the wait unless an unenrollment or the goal ends it first.
-            with suppress(TimeoutError):
+            try:
                 await workflow.wait_condition(
-                    lambda: self._stop is not None,
-                    timeout=wake - started,
+                    lambda: self._stop is not None or self._must_continue(),
+                    timeout=timeout,
                     timeout_summary=action.summary(),
                 )
+            except TimeoutError:
+                pass
+            else:
+                if self._stop is None:  # woken by a long history, not by a stop
+                    self._continue(
+                        input,
+                        Resume(
+                            action_id=action.id,
+                            wait="delay",
+                            started=started,
+                            wake=wake,
+                            shown=shown,
+                        ),
+                    )
         if self._stop is not None:
             outcome = f"interrupted: {self._stop[0]}"
         elif wake <= started:
@@ -334,19 +438,41 @@ class EnrollmentWorkflow:
     async def _wait_for_event(
         self, input: EnrollmentInput, action: WaitForEventAction
     ) -> str | None:
-        started = workflow.now()
-        self._waiting_for, self._event = action, None
-        zone = ZoneInfo(input.definition.settings.timezone)
-        until = f" until {_time.show(started + action.timeout, zone)}" if action.timeout else ""
-        await self._record(
-            input, action, started, f"waiting for {action.event}{until}", finished=False
-        )
-        with suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: self._stop is not None or self._event is not None,
-                timeout=action.timeout,
-                timeout_summary=action.summary(),
+        resumed = self._resumed(action, "event")
+        timeout = action.timeout
+        if resumed is not None and resumed.started is not None:
+            # A wait an earlier run started: its start is stored; the events that came while
+            # this run was starting count.
+            started = resumed.started
+            self._waiting_for, self._event = action, None
+            for early in self._early_events:
+                self._offer(early)
+            if timeout is not None:
+                timeout = max(started + timeout - workflow.now(), timedelta(0))
+        else:
+            started = workflow.now()
+            self._waiting_for, self._event = action, None
+            zone = ZoneInfo(input.definition.settings.timezone)
+            until = f" until {_time.show(started + timeout, zone)}" if timeout else ""
+            await self._record(
+                input, action, started, f"waiting for {action.event}{until}", finished=False
             )
+        if resumed is None or timeout is None or timeout > timedelta(0):
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        self._stop is not None or self._event is not None or self._must_continue()
+                    ),
+                    timeout=timeout,
+                    timeout_summary=action.summary(),
+                )
+            except TimeoutError:
+                pass
+            else:
+                if self._stop is None and self._event is None:  # woken by a long history
+                    self._continue(
+                        input, Resume(action_id=action.id, wait="event", started=started)
+                    )
         event, self._waiting_for, self._event = self._event, None, None
         if self._stop is not None:
             outcome, chosen = f"interrupted: {self._stop[0]}", None

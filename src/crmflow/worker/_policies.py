@@ -53,3 +53,9 @@ def policy_of(action: Action) -> dict[str, Any]:
     if action.type == "custom":
         return OUTWARD
     return STORE_ACTION
+
+
+# A run of the enrollment workflow continues as new once its history has this many events
+# (or earlier, when Temporal suggests it: about 4,000 events or 4 MB by default), well below
+# Temporal's hard limit of 51,200 events. Read at run time, so tests can lower it.
+HISTORY_LIMIT = 10_000
