@@ -3,6 +3,7 @@ every kind of mistake is reported (exit code, one located line, never a tracebac
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, text
 
 from crmflow.starter import services
 from crmflow.starter.cli import cli
@@ -392,3 +394,124 @@ def test_bad_outward_settings_stop_the_worker_with_one_line(
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"crmflow: {variable}")
     assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- limits, and older stores
+
+
+def _strict(text: str) -> Any:
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_records_show_json_is_strict_json_whatever_an_older_version_stored(
+    offline_cli: Cli,
+) -> None:
+    """Versions before the input rules stored NaN, Infinity and lone surrogates on SQLite: the
+    JSON output stays strict (null, U+FFFD), the human output still shows the NaN."""
+    offline_cli("records", "set", "ann", "ok:=1")
+    engine = create_engine(offline_cli.db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE records SET properties = :p"),
+            {"p": '{"ok": 1, "score": NaN, "big": -Infinity, "name": "Zo\\ud800"}'},
+        )
+    engine.dispose()
+    shown = _strict(offline_cli("records", "show", "ann", "--json").stdout)
+    assert shown["properties"] == {"ok": 1, "score": None, "big": None, "name": "Zo\ufffd"}
+    human = offline_cli("records", "show", "ann").stdout
+    assert "NaN" in human and "Zo\ufffd" in human
+    # Such a value is repaired like any other: set or clear it.
+    offline_cli("records", "set", "ann", "score:=null", "big:=2", "name=Zoe")
+    assert _strict(offline_cli("records", "show", "ann", "--json").stdout)["properties"] == {
+        "ok": 1,
+        "big": 2,
+        "name": "Zoe",
+    }
+
+
+def test_import_reads_what_spreadsheets_write_and_keeps_ids_as_text(
+    offline_cli: Cli, tmp_path: Path
+) -> None:
+    """A UTF-8 BOM (Excel), CRLF line ends, a quoted cell over two lines, ids with leading
+    zeros; in JSONL an integer id is its decimal text."""
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_bytes(
+        codecs.BOM_UTF8 + b'id,name,notes\r\n007,Bond,"two\r\nlines"\r\n0042,"Doe, J",\r\n'
+    )
+    assert "2 created" in offline_cli("records", "import", str(contacts)).stdout
+    bond = offline_cli.json("records", "show", "007")
+    assert bond["properties"] == {"name": "Bond", "notes": "two\r\nlines"}
+    assert offline_cli.json("records", "show", "0042")["properties"] == {"name": "Doe, J"}
+
+    deals = tmp_path / "deals.jsonl"
+    deals.write_text('{"id": 12, "amount": 9223372036854775807}\n{"id": "12.0"}\n')
+    offline_cli("records", "import", str(deals), "--object", "deal")
+    shown = offline_cli.json("records", "show", "12", "--object", "deal")
+    assert shown["properties"] == {"amount": 2**63 - 1}
+    offline_cli("records", "show", "12.0", "--object", "deal")
+
+    flags = tmp_path / "flags.jsonl"
+    flags.write_text('{"id": "ok"}\n{"id": true}\n')
+    result = offline_cli("records", "import", str(flags), code=2)
+    assert result.stderr == (
+        f"crmflow: {flags}:2: 'id' must be a string (or an integer), not a boolean (true)\n"
+    )
+    offline_cli("records", "show", "True", code=2)
+    offline_cli("records", "show", "ok", code=2)
+
+
+def test_a_refused_import_is_one_line_without_a_progress_bar(
+    offline_cli: Cli, tmp_path: Path
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text("id,First Name\nann,Ann\n")
+    result = offline_cli("records", "import", str(people), code=2)
+    assert result.stderr == (
+        f"crmflow: {people}:1: column 2: property name 'First Name': use letters, digits, '_', "
+        "'.' and '-', starting with a letter or '_', at most 128 characters\n"
+    )
+
+
+def test_ids_names_and_values_at_the_limits_are_accepted(offline_cli: Cli) -> None:
+    """The limits are ones a real user never meets: right at them, everything works."""
+    longest = "\u00e9" * 255  # 255 characters, 510 bytes
+    offline_cli("records", "set", longest, f"note={'x' * 65_536}", "n:=-9223372036854775808")
+    offline_cli("records", "set", "ann@example.com", "line=two\nlines", "f:=1e308")
+    offline_cli("lists", "add", "l" * 128, longest)
+    offline_cli("events", "track", longest, "e" * 128, f"p={'x' * 60_000}")
+    assert offline_cli.json("records", "show", longest)["lists"] == ["l" * 128]
+    offline_cli("records", "set", "z" * 255, "x=1", "--object", "o" * 64)
+
+
+def test_usage_errors_are_one_line_too(offline_cli: Cli) -> None:
+    for args, message in [
+        (("records", "set", "ann"), "crmflow: Missing argument 'PROP=VALUE|PROP:=JSON...'."),
+        (("records", "show", "a\nb"), "crmflow: Invalid value for 'ID': record id 'a\\nb': "),
+        (("show", "k", "--version", "0"), "crmflow: Invalid value for '--version': "),
+        (("nonsense",), "crmflow: No such command 'nonsense'."),
+    ]:
+        result = offline_cli(*args, code=2)
+        [line] = result.stderr.splitlines()
+        assert line.startswith(message), line
+        assert line.endswith("--help`)"), line
+    # A group without its command still prints its help.
+    assert "Commands:" in offline_cli("records", code=2).output
+
+
+@pytest.mark.parametrize(
+    "address", ["x y:7233", "localhost", "localhost:99999", "[::1:7233", "localhost\n:7233"]
+)
+def test_a_garbage_temporal_address_is_bad_input(
+    offline_cli: Cli, write_definition: Write, address: str
+) -> None:
+    offline_cli("publish", str(write_definition(onboarding())))
+    result = CliRunner().invoke(
+        cli, ["--db", offline_cli.db_url, "--temporal", address, "unenroll", "onboarding", "ann"]
+    )
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("crmflow: --temporal (or CRMFLOW_TEMPORAL) ")
+    assert line.endswith("expected HOST:PORT, e.g. localhost:7233")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +15,7 @@ from crmflow.store import (
     EnrollmentRepository,
     EventRepository,
     ListRepository,
+    Record,
     RecordRepository,
     StepWrite,
     StoreError,
@@ -222,3 +224,72 @@ def test_a_step_is_written_once_and_completed_in_place(sessions):
         repo.write_step(enrollment.id, StepWrite("wait", "delay", NOW, NOW, "again", {}))
         [step] = repo.steps([enrollment.id])[enrollment.id]
         assert (step.finished_at, step.outcome) == (NOW + timedelta(days=2), "waited")
+
+
+@pytest.mark.parametrize(
+    ("object_type", "record_id", "values", "message"),
+    [
+        ("contact", "ann", {"score": float("nan")}, "NaN or Infinity"),
+        ("contact", "ann", {"scores": [1, float("inf")]}, "NaN or Infinity"),
+        ("contact", "ann", {"note": "a\x00b"}, "NUL"),
+        ("contact", "ann", {"note": {"deep": "\udc80"}}, "lone surrogate"),
+        ("contact", "ann", {"a\x00b": 1}, "NUL"),
+        ("contact", "x" * 1200, {}, "at most 255"),
+        ("contact", "a\x00b", {}, "control character"),
+        ("Contact", "ann", {}, "object type"),
+        ("contact", "ann", {f"p{n}": "x" * 60_000 for n in range(18)}, "at most 1,048,576"),
+    ],
+)
+def test_records_refuse_what_would_break_the_store(
+    sessions: sessionmaker[Session],
+    object_type: str,
+    record_id: str,
+    values: dict[str, object],
+    message: str,
+) -> None:
+    """Whoever writes (the CLI, a workflow action, a custom handler): a NaN makes SQLite's JSON
+    functions fail on every record of the type, PostgreSQL refuses NUL, Temporal a workflow id
+    over 1,000 bytes. Refused on create and on update; nothing is written."""
+    with sessions.begin() as session:
+        RecordRepository(session).upsert("contact", "ann", {"ok": 1}, now=NOW)
+    with pytest.raises(StoreError, match=message), sessions.begin() as session:
+        RecordRepository(session).upsert(object_type, record_id, values, now=NOW)
+    if record_id == "ann" and object_type == "contact":
+        with pytest.raises(StoreError, match=message), sessions.begin() as session:
+            RecordRepository(session).update(object_type, record_id, values, now=NOW)
+    with sessions() as session:
+        assert RecordRepository(session).require("contact", "ann").properties == {"ok": 1}
+        assert session.scalar(select(func.count()).select_from(Record)) == 1
+
+
+def test_a_record_over_the_size_limit_may_still_shrink(sessions: sessionmaker[Session]) -> None:
+    big = {f"p{n}": "x" * 60_000 for n in range(17)}
+    with sessions.begin() as session:
+        RecordRepository(session).upsert("contact", "ann", big, now=NOW)
+    with pytest.raises(StoreError, match="1,048,576"), sessions.begin() as session:
+        RecordRepository(session).update("contact", "ann", {"p17": "x" * 60_000}, now=NOW)
+    with sessions.begin() as session:
+        RecordRepository(session).update("contact", "ann", {"p0": None, "p1": "y"}, now=NOW)
+
+
+def test_lists_and_events_refuse_bad_names_and_properties(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        RecordRepository(session).upsert("contact", "ann", {}, now=NOW)
+    for name in ("", " webinar", "l" * 129, "a\x00b"):
+        with pytest.raises(StoreError, match="list name"), sessions.begin() as session:
+            ListRepository(session).add(name, "contact", "ann", now=NOW)
+    for name, properties in [
+        ("e" * 129, {}),
+        ("opened\n", {}),
+        ("opened", {"score": float("nan")}),
+        ("opened", {"First Name": "Ann"}),
+        ("opened", {"n": 2**64}),
+        ("opened", {f"p{n}": "x" * 60_000 for n in range(5)}),
+    ]:
+        with pytest.raises(StoreError), sessions.begin() as session:
+            EventRepository(session).add("contact", "ann", name, properties, occurred_at=NOW)
+    with sessions() as session:
+        assert ListRepository(session).lists_of("contact", "ann") == []
+        assert EventRepository(session).for_record("contact", "ann") == []

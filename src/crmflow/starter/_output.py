@@ -7,6 +7,8 @@ moment (click's test runner swaps it).
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -44,9 +46,33 @@ def progress_bar() -> Progress:
     )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(data: Any, *, strict: bool = True) -> Any:
+    """Data that UTF-8 (and, `strict`, strict JSON) can carry, whatever an older version
+    stored: a lone surrogate becomes U+FFFD, and with `strict` NaN and ±Infinity become null.
+    Values this version accepts are unchanged."""
+    if strict and isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, str):
+        return _SURROGATE.sub("\ufffd", data)
+    if isinstance(data, dict):
+        return {
+            printable(key, strict=strict): printable(value, strict=strict)
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [printable(item, strict=strict) for item in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    """Machine-clean JSON on stdout: no colour, no wrapping."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """Machine-clean, strict JSON on stdout (no NaN or Infinity token): no colour, no
+    wrapping."""
+    click.echo(
+        json.dumps(printable(data), indent=2, ensure_ascii=False, default=str, allow_nan=False)
+    )
 
 
 def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
@@ -54,7 +80,7 @@ def emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
     if as_json:
         print_json(data)
     else:
-        human(data)
+        human(printable(data, strict=False))  # NaN shows as NaN to a person
 
 
 def when(value: str | None) -> str:

@@ -29,7 +29,13 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.activities.models import UnenrollSignal
-from crmflow.definitions import WorkflowDefinition, parse_duration
+from crmflow.definitions import (
+    InvalidInput,
+    WorkflowDefinition,
+    check_event_name,
+    check_event_properties,
+    parse_duration,
+)
 from crmflow.store import EnrollmentRepository, EventRepository
 from crmflow.triggers import Dispatcher
 from crmflow.triggers._starting import EnrollmentStarter
@@ -85,20 +91,27 @@ class Simulation:
 
 def parse_event(text: str) -> SimulatedEvent:
     """`OFFSET:NAME[:PROP=VALUE,...]`, e.g. `2h:email_opened` or `1d:form_submitted:form=demo`."""
+    where = f"--event {services.argument(text)}"
     parts = text.split(":", 2)
     if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
-        raise UserError(f"--event {text}: expected OFFSET:NAME[:PROP=VALUE,...], e.g. 2h:opened")
+        raise UserError(f"{where}: expected OFFSET:NAME[:PROP=VALUE,...], e.g. 2h:opened")
     try:
         offset = parse_duration(parts[0].strip())
     except ValueError as exc:
-        raise UserError(f"--event {text}: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
     properties: dict[str, Any] = {}
     if len(parts) == 3 and parts[2].strip():
         try:
             properties = services.parse_assignments([p for p in parts[2].split(",") if p.strip()])
         except UserError as exc:
-            raise UserError(f"--event {text}: {exc}") from None
-    return SimulatedEvent(offset, parts[1].strip(), properties)
+            raise UserError(f"{where}: {exc}") from None
+    name = parts[1].strip()
+    try:
+        check_event_name(name)
+        check_event_properties(properties)
+    except InvalidInput as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return SimulatedEvent(offset, name, properties)
 
 
 def parse_start(text: str | None, timezone: str, *, now: datetime) -> datetime:
@@ -108,11 +121,13 @@ def parse_start(text: str | None, timezone: str, *, now: datetime) -> datetime:
     try:
         start = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UserError(f"--start {text}: not an ISO date or datetime") from None
+        raise UserError(f"--start {services.argument(text)}: not an ISO date or datetime") from None
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(timezone))
     if start < now - timedelta(minutes=1):
-        raise UserError(f"--start {text}: in the past (a simulation starts now or later)")
+        raise UserError(
+            f"--start {services.argument(text)}: in the past (a simulation starts now or later)"
+        )
     return max(start, now)
 
 

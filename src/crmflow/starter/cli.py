@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
+import ipaddress
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +34,17 @@ from temporalio.service import RPCError
 
 from crmflow.activities.config import ConfigError
 from crmflow.activities.models import EnrollmentStatus
-from crmflow.definitions import DefinitionError, definition_json_schema
+from crmflow.definitions import (
+    DefinitionError,
+    InvalidInput,
+    check_event_name,
+    check_list_name,
+    check_object_type,
+    check_record_id,
+    check_workflow_key,
+    definition_json_schema,
+    shown,
+)
 from crmflow.store import StoreError
 from crmflow.store._engine import ensure_postgres_database
 
@@ -44,6 +55,29 @@ from ._app import App, Settings
 from .devserver import DevServerError
 from .services import OperationFailed, UserError
 
+
+class Checked(click.ParamType):
+    """An argument checked by a rule of `crmflow.definitions` (README: "Limits and
+    refusals"); a refusal is a usage error naming the argument."""
+
+    def __init__(self, name: str, check: Callable[[str], str]) -> None:
+        self.name = name
+        self.check = check
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.check(value)
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RECORD_ID = Checked("record id", check_record_id)
+OBJECT_TYPE = Checked("object type", check_object_type)
+WORKFLOW_KEY = Checked("workflow key", check_workflow_key)
+LIST_NAME = Checked("list name", check_list_name)
+EVENT_NAME = Checked("event name", check_event_name)
+VERSION = click.IntRange(1, 2**31 - 1)  # the store's version column is a 32-bit integer
+
 FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 object_option = click.option(
@@ -52,8 +86,10 @@ object_option = click.option(
     default="contact",
     show_default=True,
     metavar="TYPE",
+    type=OBJECT_TYPE,
     help="Object type of the record ids.",
 )
+key_argument = click.argument("key", type=WORKFLOW_KEY)
 
 
 def debugging() -> bool:
@@ -69,9 +105,30 @@ def first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- wiring
 
+_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
+
+
+def check_temporal_address(address: str) -> str:
+    """HOST:PORT (a host name, an IPv4 address or a bracketed IPv6 address, and a port)."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            host = ""
+    elif not _HOST.fullmatch(host):
+        host = ""
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UserError(
+            f"--temporal (or CRMFLOW_TEMPORAL) {shown(address)}: "
+            "expected HOST:PORT, e.g. localhost:7233"
+        )
+    return address
+
 
 class CliApp(App):
     async def client(self) -> Client:
+        check_temporal_address(self.settings.temporal_address)
         try:
             return await super().client()
         except RuntimeError as exc:  # how the SDK reports a failed connection
@@ -159,10 +216,43 @@ def report(exc: Exception) -> int:
     return code
 
 
+class UsageError(click.UsageError):
+    """A usage error on one line, as every other error: `crmflow: <message> (see `... --help`)`."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        message = " ".join(self.format_message().split())
+        hint = f" (see `{self.ctx.command_path} --help`)" if self.ctx is not None else ""
+        click.echo(f"crmflow: {message}{hint}", err=True)
+
+
+def one_line(error: click.UsageError) -> click.UsageError:
+    # A group called without a command prints its help, as click does.
+    if isinstance(error, UsageError | click.exceptions.NoArgsIsHelpError):
+        return error
+    return UsageError(error)
+
+
 class CrmflowGroup(click.Group):
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -288,8 +378,8 @@ def workflows(as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
-@click.option("--version", type=click.IntRange(min=1), help="A version (default: the latest).")
+@key_argument
+@click.option("--version", type=VERSION, help="A version (default: the latest).")
 @json_option
 def show(key: str, version: int | None, as_json: bool) -> None:
     """Show a workflow: versions, activation, schedule, enrollments, stored source."""
@@ -298,7 +388,7 @@ def show(key: str, version: int | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@key_argument
 @click.option(
     "--next",
     "count",
@@ -330,9 +420,14 @@ def schedule(key: str, count: int, run_now: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@key_argument
 @click.option("--list", "list_records", is_flag=True, help="Print the ids of the matching records.")
-@click.option("--save-list", metavar="NAME", help="Save the matching records as a static list.")
+@click.option(
+    "--save-list",
+    metavar="NAME",
+    type=LIST_NAME,
+    help="Save the matching records as a static list.",
+)
 @json_option
 def review(key: str, list_records: bool, save_list: str | None, as_json: bool) -> None:
     """How many records match the criteria now, and what activation would do."""
@@ -341,7 +436,7 @@ def review(key: str, list_records: bool, save_list: str | None, as_json: bool) -
 
 
 @cli.command()
-@click.argument("key")
+@key_argument
 @click.option(
     "--enroll-existing",
     is_flag=True,
@@ -385,7 +480,7 @@ def activate(key: str, enroll_existing: bool, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@key_argument
 @click.option("--unenroll-all", is_flag=True, help="End running enrollments instead of pausing.")
 def deactivate(key: str, unenroll_all: bool) -> None:
     """Stop enrolling; pause (or end) running enrollments."""
@@ -397,7 +492,7 @@ def deactivate(key: str, unenroll_all: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
+@key_argument
 def remove(key: str) -> None:
     """Delete an inactive workflow: its versions, enrollments, runs and Temporal Schedule."""
     deleted = asyncio.run(services.remove(app(), key))
@@ -412,23 +507,14 @@ def records() -> None:
     """Import, set, show and delete records."""
 
 
-def count_rows(path: Path) -> int | None:
-    """Rows in a CSV or JSONL file, for the progress bar; None when it cannot tell."""
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            if path.suffix.lower() == ".csv":
-                return max(sum(1 for row in csv.reader(handle) if row) - 1, 0)
-            return sum(1 for line in handle if line.strip())
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
-
-
 @records.command("import")
 @click.argument("path", metavar="FILE", type=FILE)
 @object_option
 @json_option
 def import_records(path: Path, object_type: str, as_json: bool) -> None:
     """Upsert records from a CSV (header row) or JSONL file; the `id` column names each."""
+    # The whole file is checked first: a refusal is one line, with no progress bar before it.
+    rows = services.read_import(path)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -437,15 +523,11 @@ def import_records(path: Path, object_type: str, as_json: bool) -> None:
         console=output.err(),
     )
     with progress:
-        task = progress.add_task(f"importing {path.name}", total=count_rows(path))
-        try:
-            result = services.import_records(
-                app(), path, object_type, on_progress=lambda n: progress.advance(task, n)
-            )
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text") from None
+        task = progress.add_task(f"importing {path.name}", total=len(rows))
+        result = services.import_rows(
+            app(), rows, object_type, on_progress=lambda n: progress.advance(task, n)
+        )
         done = result.created + result.updated
-        progress.update(task, total=done, completed=done)
     if as_json:
         output.print_json(
             {"object_type": object_type, "created": result.created, "updated": result.updated}
@@ -458,7 +540,7 @@ def import_records(path: Path, object_type: str, as_json: bool) -> None:
 
 
 @records.command("set")
-@click.argument("record_id", metavar="ID")
+@click.argument("record_id", metavar="ID", type=RECORD_ID)
 @click.argument("assignments", metavar="PROP=VALUE|PROP:=JSON...", nargs=-1, required=True)
 @object_option
 @json_option
@@ -470,7 +552,7 @@ def set_record(record_id: str, assignments: Sequence[str], object_type: str, as_
 
 
 @records.command("show")
-@click.argument("record_id", metavar="ID")
+@click.argument("record_id", metavar="ID", type=RECORD_ID)
 @object_option
 @json_option
 def show_record(record_id: str, object_type: str, as_json: bool) -> None:
@@ -480,7 +562,7 @@ def show_record(record_id: str, object_type: str, as_json: bool) -> None:
 
 
 @records.command("delete")
-@click.argument("record_id", metavar="ID")
+@click.argument("record_id", metavar="ID", type=RECORD_ID)
 @object_option
 def delete_record(record_id: str, object_type: str) -> None:
     """Delete a record; it is unenrolled from every workflow it is enrolled in."""
@@ -494,8 +576,8 @@ def lists() -> None:
 
 
 @lists.command("add")
-@click.argument("name", metavar="LIST")
-@click.argument("record_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("name", metavar="LIST", type=LIST_NAME)
+@click.argument("record_ids", metavar="ID...", nargs=-1, required=True, type=RECORD_ID)
 @object_option
 def list_add(name: str, record_ids: Sequence[str], object_type: str) -> None:
     """Add records to a list (created on first use)."""
@@ -504,8 +586,8 @@ def list_add(name: str, record_ids: Sequence[str], object_type: str) -> None:
 
 
 @lists.command("remove")
-@click.argument("name", metavar="LIST")
-@click.argument("record_ids", metavar="ID...", nargs=-1, required=True)
+@click.argument("name", metavar="LIST", type=LIST_NAME)
+@click.argument("record_ids", metavar="ID...", nargs=-1, required=True, type=RECORD_ID)
 @object_option
 def list_remove(name: str, record_ids: Sequence[str], object_type: str) -> None:
     """Remove records from a list."""
@@ -514,7 +596,7 @@ def list_remove(name: str, record_ids: Sequence[str], object_type: str) -> None:
 
 
 @lists.command("show")
-@click.argument("name", metavar="LIST")
+@click.argument("name", metavar="LIST", type=LIST_NAME)
 @json_option
 def list_show(name: str, as_json: bool) -> None:
     """Show a list's members."""
@@ -533,8 +615,8 @@ def events() -> None:
 
 
 @events.command("track")
-@click.argument("record_id", metavar="ID")
-@click.argument("name")
+@click.argument("record_id", metavar="ID", type=RECORD_ID)
+@click.argument("name", type=EVENT_NAME)
 @click.argument("assignments", metavar="[PROP=VALUE|PROP:=JSON]...", nargs=-1)
 @object_option
 @json_option
@@ -578,8 +660,8 @@ def print_outcomes(outcomes: list[services.EnrollOutcome], done: str, as_json: b
 
 
 @cli.command()
-@click.argument("key")
-@click.argument("record_ids", metavar="ID...", nargs=-1, required=True)
+@key_argument
+@click.argument("record_ids", metavar="ID...", nargs=-1, required=True, type=RECORD_ID)
 @json_option
 def enroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
     """Enroll records in an active workflow, now."""
@@ -587,8 +669,8 @@ def enroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
-@click.argument("record_ids", metavar="ID...", nargs=-1, required=True)
+@key_argument
+@click.argument("record_ids", metavar="ID...", nargs=-1, required=True, type=RECORD_ID)
 @json_option
 def unenroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
     """End the running enrollments of records in a workflow."""
@@ -596,8 +678,10 @@ def unenroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("key")
-@click.option("--record", "record_id", metavar="ID", help="Only this record's enrollments.")
+@key_argument
+@click.option(
+    "--record", "record_id", metavar="ID", type=RECORD_ID, help="Only this record's enrollments."
+)
 @click.option("--status", type=click.Choice(get_args(EnrollmentStatus)), help="Only this status.")
 @json_option
 def enrollments(key: str, record_id: str | None, status: str | None, as_json: bool) -> None:
@@ -607,8 +691,8 @@ def enrollments(key: str, record_id: str | None, status: str | None, as_json: bo
 
 
 @cli.command()
-@click.argument("key")
-@click.option("--record", "record_id", metavar="ID", required=True)
+@key_argument
+@click.option("--record", "record_id", metavar="ID", type=RECORD_ID, required=True)
 @json_option
 def history(key: str, record_id: str, as_json: bool) -> None:
     """One record in a workflow: each enrollment's steps, and why it is (not) enrolled now."""

@@ -6,9 +6,8 @@ Each function owns its transactions; every SQL statement is in a store repositor
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +17,21 @@ from temporalio.service import RPCError
 
 from crmflow.definitions import (
     DefinitionError,
+    InvalidInput,
     Problem,
     WorkflowDefinition,
+    check_event_name,
+    check_event_properties,
+    check_list_name,
+    check_object_type,
+    check_properties,
+    check_property_name,
+    check_record_id,
+    check_value,
+    check_workflow_key,
     load_definition_file,
+    parse_json,
+    shown,
 )
 from crmflow.store import (
     ACTIVE_STATUSES,
@@ -44,6 +55,7 @@ from crmflow.store import (
 from crmflow.triggers import EnrollmentStarter, EnrollOutcome, SignalFailed
 
 from ._app import App
+from ._imports import ImportProblem, Row, read_records
 
 if TYPE_CHECKING:
     from ._review import ExistingEnrollment, Progress
@@ -59,6 +71,23 @@ class OperationFailed(Exception):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def checked(check: Callable[[Any], Any], value: Any, where: str = "") -> Any:
+    """`check(value)` (a rule of `crmflow.definitions`), its refusal as bad input."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        raise UserError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def checked_key(key: str) -> None:
+    checked(check_workflow_key, key)
+
+
+def checked_record(object_type: str, record_id: str) -> None:
+    checked(check_object_type, object_type)
+    checked(check_record_id, record_id)
 
 
 # ---------------------------------------------------------------- definitions
@@ -149,6 +178,7 @@ def load_version(app: App, key: str, version: int | None = None) -> tuple[Workfl
     """A version's definition (the latest by default). A version stored before a validation
     rule that now refuses it is bad input to every command that needs it: exit 2, naming the
     key and version."""
+    checked_key(key)
     with app.sessions() as session:
         try:
             found = WorkflowRepository(session).version(key, version)
@@ -230,6 +260,7 @@ async def show_workflow(app: App, key: str, version: int | None = None) -> dict[
     Schedule, which always follows the latest version, whichever version is shown."""
     from ._schedules import schedule_views  # _schedules builds on this module
 
+    checked_key(key)
     with app.sessions() as session:
         workflows = WorkflowRepository(session)
         try:
@@ -396,6 +427,7 @@ async def remove(app: App, key: str) -> int:
     Returns how many enrollments were deleted with it."""
     from ._schedules import delete_schedule  # _schedules builds on this module
 
+    checked_key(key)
     with app.sessions() as session:
         workflows = WorkflowRepository(session)
         try:
@@ -422,25 +454,39 @@ async def remove(app: App, key: str) -> int:
 # ---------------------------------------------------------------- records, lists, events
 
 
+def argument(text: str) -> str:
+    """An argument as a message quotes it: as typed when short and printable."""
+    return text if text.isprintable() and len(text) <= 60 else shown(text, 60)
+
+
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
-    """`PROP=VALUE` stores text; `PROP:=JSON` stores a JSON value (SPEC §4)."""
+    """`PROP=VALUE` stores text; `PROP:=JSON` stores a JSON value (SPEC §4): a string, a
+    number (no NaN or Infinity, integers within signed 64 bits), a boolean or null. Names and
+    values follow `crmflow.definitions` rules; a refusal names the argument."""
     values: dict[str, Any] = {}
     for pair in pairs:
+        where = argument(pair)
         if ":=" in pair and (pair.index(":=") < pair.index("=") + 1 if "=" in pair else True):
             name, raw = pair.split(":=", 1)
             try:
-                value = json.loads(raw)
+                value = parse_json(raw)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{pair}: not valid JSON after ':=' ({exc.msg})") from None
-            if isinstance(value, dict | list):
-                raise UserError(f"{pair}: a property holds a string, number, boolean or null")
+                raise UserError(f"{where}: not valid JSON after ':=' ({exc.msg})") from None
+            except RecursionError:
+                raise UserError(f"{where}: not valid JSON after ':=' (nested too deeply)") from None
+            except InvalidInput as exc:
+                raise UserError(f"{where}: {exc}") from None
         elif "=" in pair:
             name, value = pair.split("=", 1)
         else:
-            raise UserError(f"{pair}: expected PROP=VALUE or PROP:=JSON")
+            raise UserError(f"{where}: expected PROP=VALUE or PROP:=JSON")
         name = name.strip()
         if not name:
-            raise UserError(f"{pair}: the property name is empty")
+            raise UserError(f"{where}: the property name is empty")
+        checked(check_property_name, name, where)
+        checked(check_value, value, where)
+        if name in values:
+            raise UserError(f"{where}: property {shown(name)} is given twice")
         values[name] = value
     return values
 
@@ -463,14 +509,18 @@ def record_view(session: Any, object_type: str, record_id: str) -> dict[str, Any
 
 
 def set_record(
-    app: App, object_type: str, record_id: str, values: dict[str, Any]
+    app: App, object_type: str, record_id: str, values: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """Create the record or merge `values` into it (a None removes a property)."""
+    checked_record(object_type, record_id)
+    checked(check_properties, values)
     with app.sessions.begin() as session:
         RecordRepository(session).upsert(object_type, record_id, values, now=utcnow())
         return record_view(session, object_type, record_id)
 
 
 def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
+    checked_record(object_type, record_id)
     with app.sessions() as session:
         try:
             return record_view(session, object_type, record_id)
@@ -481,41 +531,10 @@ def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
 def delete_record(app: App, object_type: str, record_id: str) -> None:
     """Delete the record with its list memberships and events. The change feed carries the
     deletion to the dispatcher, which unenrolls the record from every workflow."""
+    checked_record(object_type, record_id)
     with app.sessions.begin() as session:
         if not RecordRepository(session).delete(object_type, record_id, now=utcnow()):
             raise UserError(f"no {object_type} with id '{record_id}'")
-
-
-def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Rows of a CSV (header line; empty cells are absent) or JSONL file, with line numbers."""
-    suffix = path.suffix.lower()
-    try:
-        yield from _parse_rows(path, suffix)
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-
-
-def _parse_rows(path: Path, suffix: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{number}: each line must be a JSON object")
-                yield number, row
-        elif suffix == ".csv":
-            reader = csv.DictReader(handle)
-            for row in reader:
-                if None in row:
-                    raise UserError(f"{path}:{reader.line_num}: more cells than header columns")
-                yield reader.line_num, {k: v for k, v in row.items() if v not in ("", None)}
-        else:
-            raise UserError(f"{path}: unknown format: use a .csv or .jsonl file")
 
 
 @dataclass
@@ -524,27 +543,26 @@ class ImportResult:
     updated: int = 0
 
 
-def import_records(
+def read_import(path: Path) -> list[Row]:
+    """Every row of a CSV or JSONL file, checked (see `_imports`); a problem is bad input."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        return read_records(path)
+    except ImportProblem as exc:
+        raise UserError(str(exc)) from None
+
+
+def import_rows(
     app: App,
-    path: Path,
+    rows: Sequence[Row],
     object_type: str,
     *,
     batch_size: int = 1000,
     on_progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Upsert every row (its `id` column names the record). The whole file is checked before
-    anything is written, so a bad line never leaves half an import behind."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for number, row in _read_rows(path):
-        record_id = row.pop("id", None)
-        if record_id in (None, ""):
-            raise UserError(f"{path}:{number}: missing 'id'")
-        for name, value in row.items():
-            if isinstance(value, dict | list):
-                raise UserError(f"{path}:{number}: property '{name}' must be a scalar")
-        rows.append((str(record_id), row))
+    """Upsert checked rows, all in one transaction."""
+    checked(check_object_type, object_type)
     result = ImportResult()
     now = utcnow()
     with app.sessions.begin() as session:
@@ -559,6 +577,21 @@ def import_records(
     return result
 
 
+def import_records(
+    app: App,
+    path: Path,
+    object_type: str,
+    *,
+    batch_size: int = 1000,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Upsert every row (its `id` column names the record). The whole file is checked before
+    anything is written, so a bad line never leaves half an import behind."""
+    checked(check_object_type, object_type)
+    rows = read_import(path)
+    return import_rows(app, rows, object_type, batch_size=batch_size, on_progress=on_progress)
+
+
 def _require_record(session: Any, object_type: str, record_id: str) -> None:
     if RecordRepository(session).get(object_type, record_id) is None:
         raise UserError(f"no {object_type} with id '{record_id}'")
@@ -566,6 +599,9 @@ def _require_record(session: Any, object_type: str, record_id: str) -> None:
 
 def change_list(app: App, name: str, ids: Sequence[str], *, object_type: str, add: bool) -> int:
     """Add or remove records; returns how many memberships changed."""
+    checked(check_list_name, name)
+    for record_id in ids:
+        checked_record(object_type, record_id)
     changed = 0
     now = utcnow()
     with app.sessions.begin() as session:
@@ -583,6 +619,7 @@ def change_list(app: App, name: str, ids: Sequence[str], *, object_type: str, ad
 
 
 def show_list(app: App, name: str) -> dict[str, Any]:
+    checked(check_list_name, name)
     with app.sessions() as session:
         lists = ListRepository(session)
         found = lists.get(name)
@@ -592,8 +629,11 @@ def show_list(app: App, name: str) -> dict[str, Any]:
 
 
 def track_event(
-    app: App, object_type: str, record_id: str, name: str, properties: dict[str, Any]
+    app: App, object_type: str, record_id: str, name: str, properties: Mapping[str, Any]
 ) -> dict[str, Any]:
+    checked_record(object_type, record_id)
+    checked(check_event_name, name)
+    properties = checked(check_event_properties, properties)
     with app.sessions.begin() as session:
         _require_record(session, object_type, record_id)
         event = EventRepository(session).add(
@@ -612,6 +652,9 @@ def track_event(
 
 
 async def enroll(app: App, key: str, record_ids: Sequence[str]) -> list[EnrollOutcome]:
+    checked_key(key)
+    for record_id in record_ids:
+        checked(check_record_id, record_id)
     with app.sessions() as session:
         workflow = WorkflowRepository(session).get(key)
         if workflow is None:
@@ -643,6 +686,9 @@ async def unenroll(
     wait: float = 10.0,
 ) -> list[EnrollOutcome]:
     """Signal each running enrollment; wait (bounded) until the workflow has recorded it."""
+    checked_key(key)
+    for record_id in record_ids:
+        checked(check_record_id, record_id)
     with app.sessions() as session:
         try:
             object_type = WorkflowRepository(session).version(key).object_type
@@ -722,6 +768,9 @@ def enrollment_view(enrollment: Enrollment, steps: list[EnrollmentStep]) -> dict
 def list_enrollments(
     app: App, key: str, *, record_id: str | None = None, status: str | None = None
 ) -> list[dict[str, Any]]:
+    checked_key(key)
+    if record_id is not None:
+        checked(check_record_id, record_id)
     with app.sessions() as session:
         if WorkflowRepository(session).get(key) is None:
             raise UserError(f"no workflow '{key}'")
@@ -736,6 +785,8 @@ def history(app: App, key: str, record_id: str) -> dict[str, Any]:
     oldest first, with its timeline."""
     from ._review import explain_record  # _review builds on this module
 
+    checked_key(key)
+    checked(check_record_id, record_id)
     object_type, explanation = explain_record(app, key, record_id)
     return {
         "workflow": key,

@@ -11,6 +11,18 @@ from sqlalchemy import ColumnElement, CursorResult, Select, case, delete, func, 
 from sqlalchemy.orm import Session
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
+from crmflow.definitions import (
+    RECORD_PROPERTIES_MAX_BYTES,
+    InvalidInput,
+    check_event_name,
+    check_event_properties,
+    check_list_name,
+    check_object_type,
+    check_record_id,
+    check_storable,
+    encoded_size,
+    shown,
+)
 
 from . import _changes as feed
 from ._changes import ChangeRepository, changed_properties
@@ -26,6 +38,54 @@ class RecordNotFound(StoreError):
         super().__init__(f"no {object_type} with id '{record_id}'")
         self.object_type = object_type
         self.record_id = record_id
+
+
+def _refuse(where: str, exc: InvalidInput) -> StoreError:
+    return StoreError(f"{where}: {exc}" if where else str(exc))
+
+
+def _queryable(*keys: str) -> bool:
+    """Text a database can look up: PostgreSQL refuses NUL even in a query, and no driver can
+    encode a lone surrogate. No row can have such a key, so a lookup finds nothing."""
+    for key in keys:
+        if "\x00" in key:
+            return False
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+def check_record_key(object_type: str, record_id: str) -> None:
+    """The id of a new record: one Temporal accepts in a workflow id, that fits the columns."""
+    try:
+        check_object_type(object_type)
+        check_record_id(record_id)
+    except InvalidInput as exc:
+        raise _refuse("", exc) from None
+
+
+def check_record_write(
+    object_type: str,
+    record_id: str,
+    before: Mapping[str, Any],
+    values: Mapping[str, Any],
+    after: Mapping[str, Any],
+) -> None:
+    """What the store refuses whoever writes (see `check_storable`), and a record growing
+    past 1 MiB of JSON; one that is already larger (an older version let it) may shrink."""
+    where = f"{object_type} {shown(record_id)}"
+    try:
+        check_storable(values)
+    except InvalidInput as exc:
+        raise _refuse(where, exc) from None
+    size = encoded_size(after)
+    if size > RECORD_PROPERTIES_MAX_BYTES and size > encoded_size(before):
+        raise StoreError(
+            f"{where}: its properties would take {size:,} bytes as JSON: "
+            f"at most {RECORD_PROPERTIES_MAX_BYTES:,}"
+        )
 
 
 def merge_properties(current: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,6 +104,8 @@ class RecordRepository:
         self.session = session
 
     def get(self, object_type: str, record_id: str, *, for_update: bool = False) -> Record | None:
+        if not _queryable(object_type, record_id):
+            return None
         stmt = select(Record).where(Record.object_type == object_type, Record.id == record_id)
         if for_update:
             stmt = stmt.with_for_update()
@@ -71,10 +133,13 @@ class RecordRepository:
     def _add(
         self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
     ) -> Record:
+        check_record_key(object_type, record_id)
+        properties = merge_properties({}, values)
+        check_record_write(object_type, record_id, {}, values, properties)
         record = Record(
             object_type=object_type,
             id=record_id,
-            properties=merge_properties({}, values),
+            properties=properties,
             created_at=now,
             updated_at=now,
         )
@@ -90,6 +155,7 @@ class RecordRepository:
 
     def _change(self, record: Record, values: Mapping[str, Any], *, now: datetime) -> None:
         after = merge_properties(record.properties, values)
+        check_record_write(record.object_type, record.id, record.properties, values, after)
         before = changed_properties(record.properties, after)
         if not before:
             return  # a write that changes nothing is no change: no feed entry, no trigger
@@ -198,8 +264,13 @@ class ListRepository:
         self.session = session
 
     def ensure(self, name: str, object_type: str, *, now: datetime) -> RecordList:
-        found = self.session.get(RecordList, name)
+        found = self.get(name)
         if found is None:
+            try:
+                check_list_name(name)
+                check_object_type(object_type)
+            except InvalidInput as exc:
+                raise _refuse("", exc) from None
             found = RecordList(name=name, object_type=object_type, created_at=now)
             self.session.add(found)
             self.session.flush()
@@ -208,7 +279,7 @@ class ListRepository:
         return found
 
     def get(self, name: str) -> RecordList | None:
-        return self.session.get(RecordList, name)
+        return self.session.get(RecordList, name) if _queryable(name) else None
 
     def add(self, name: str, object_type: str, record_id: str, *, now: datetime) -> bool:
         """Add a record; returns False when it already was a member."""
@@ -276,6 +347,13 @@ class EventRepository:
         *,
         occurred_at: datetime,
     ) -> Event:
+        try:
+            check_event_name(name)
+            # An event reaches waiting enrollments in a Temporal signal: bounded here, so no
+            # event can make its change undeliverable.
+            check_event_properties(properties)
+        except InvalidInput as exc:
+            raise _refuse(f"event {shown(name)}", exc) from None
         event = Event(
             object_type=object_type,
             record_id=record_id,
