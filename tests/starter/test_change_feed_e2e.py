@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
 from crmflow.starter._app import App, Settings
-from crmflow.store import EventRepository
+from crmflow.store import ChangeRepository, Event
 from crmflow.triggers import Dispatcher
 from crmflow.triggers._reconcile import Reconciler
 from crmflow.worker import build_worker
@@ -109,12 +109,22 @@ def test_a_change_temporal_refuses_is_parked_while_the_feed_moves_on(
     stack.dispatch()
     cli("enroll", opened, "ann")
     cli.wait_for_step(opened, "ann", "opened")
-    # An event whose properties are over Temporal's 2 MB payload limit: the signal that would
+    # An event whose properties are over Temporal's 2 MB payload limit (as an older version,
+    # without today's size limit on event properties, could store it): the signal that would
     # hand it to ann's waiting enrollment is refused, every time.
     with stack.app.sessions.begin() as session:
-        big = {"blob": "x" * 2_100_000}
-        EventRepository(session).add(
-            "contact", "ann", "email_opened", big, occurred_at=datetime.now(UTC)
+        now = datetime.now(UTC)
+        event = Event(
+            object_type="contact",
+            record_id="ann",
+            name="email_opened",
+            properties={"blob": "x" * 2_100_000},
+            occurred_at=now,
+        )
+        session.add(event)
+        session.flush()
+        ChangeRepository(session).append(
+            "contact", "ann", "event", now=now, event_name="email_opened", event_id=event.id
         )
     cli("records", "set", "ann", "score:=1")  # a later change of the same record
     cli("records", "set", "bob", "lifecycle_stage=lead")  # another record's change
