@@ -28,7 +28,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from ._actions import Action
-from ._base import DefinitionProblems, Loc, render_path
+from ._base import NEW_DEFINITION, DefinitionProblems, Loc, render_path
 from ._models import Enrollment, Settings, WorkflowDefinition, check_definition
 
 Format = Literal["yaml", "json"]
@@ -81,7 +81,7 @@ def load_definition_text(
         message = f"expected a mapping (key, name, enrollment, actions, ...), got {got}"
         raise DefinitionError([Problem(source_name, "", 1, message)])
     try:
-        return WorkflowDefinition.model_validate(data)
+        return WorkflowDefinition.model_validate(data, context=NEW_DEFINITION)
     except ValidationError as exc:
         raise DefinitionError(_problems(exc, data, tree, source_name)) from None
 
