@@ -24,6 +24,7 @@ from crmflow.definitions import (
 
 Problems = Callable[..., list[Problem]]
 Load = Callable[..., WorkflowDefinition]
+README = Path(__file__).parents[2] / "README.md"
 
 
 def one(found: list[Problem]) -> Problem:
@@ -386,3 +387,11 @@ def test_stored_definitions_load_without_the_rules_of_new_ones() -> None:
     assert [p.path for p in found] == ["enrollment.criteria", "actions[0].subject"]
     with pytest.raises(DefinitionError):
         load_definition_data(document, source_name="stored")
+
+
+def test_every_limit_is_listed_in_the_readme() -> None:
+    section = README.read_text().split("## Limits and refusals", 1)[1].split("\n## ", 1)[0]
+    names = [name for name in vars(limits) if name.startswith("MAX_")]
+    assert names
+    for name in names:
+        assert f"`{name}`" in section, f"{name} is not in the README's Limits and refusals"
