@@ -111,9 +111,9 @@ HeaderTemplate = Annotated[str, AfterValidator(_header_template)]
 
 
 def number_problem(value: int | float) -> str | None:
-    """Why a number cannot stand in a definition, or None: NaN and the infinities have no JSON
-    form (a stored definition could not load back), and numbers beyond ±1e308 cannot be
-    compared or stored as JSON numbers everywhere."""
+    """Why a number cannot stand in a definition file, or None: NaN and the infinities have no
+    JSON form (a stored definition could not load back), and numbers beyond ±1e308 cannot be
+    stored as JSON numbers everywhere (the loader's rule for every new document)."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     if abs(value) <= MAX_NUMBER:
@@ -124,9 +124,10 @@ def number_problem(value: int | float) -> str | None:
 
 
 def _finite(value: int | float) -> int | float:
-    problem = number_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
+    # The models refuse what has no JSON form at all; a huge integer built in Python is left
+    # to the conditions (which read it as ±infinity) and to the loader's range rule.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
     return value
 
 
