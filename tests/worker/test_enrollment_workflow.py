@@ -351,6 +351,27 @@ async def test_permanent_failures_are_recorded_and_the_enrollment_goes_on(
     assert steps["call"].startswith("task 'Call No'")
 
 
+async def test_an_increment_beyond_the_numbers_a_store_holds_fails_the_step(
+    app, env, new_worker, publish
+):
+    await publish(
+        {
+            "key": "grow",
+            "name": "Grow",
+            "enrollment": {"trigger": "manual"},
+            "actions": [{"id": "bump", "type": "increment_property", "property": "n", "by": 1e308}],
+        }
+    )
+    services.set_record(app, "contact", "big", {"n": 1e308})
+    async with new_worker():
+        result = await result_of(env, await enroll_one(app, "grow", "big"))
+    assert result.status == "completed"
+    [enrollment] = services.list_enrollments(app, "grow")
+    assert enrollment["steps"][0]["outcome"] == "failed: n + 1e+308 is out of range"
+    # Unchanged, not infinity (PostgreSQL's JSONB gives 1e308 back as the integer 10**308).
+    assert float(services.show_record(app, "contact", "big")["properties"]["n"]) == 1e308
+
+
 async def test_history_replays_deterministically(app, env, new_worker, publish):
     await publish(WELCOME)
     services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})

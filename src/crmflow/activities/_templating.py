@@ -12,7 +12,9 @@ from .models import EnrollmentContext
 
 
 def render_for(ctx: EnrollmentContext, source: str, properties: Mapping[str, Any]) -> str:
-    """Raises crmflow.templates.TemplateProblem on a template that cannot render."""
+    """Raises crmflow.templates.TemplateProblem on a template that is refused or cannot render
+    (whatever the reason: a retry renders the same template on the same record), which every
+    action that renders records as its permanent failure (`failed: …`), never retried."""
     return render(
         source,
         properties=dict(properties),

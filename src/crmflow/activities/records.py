@@ -17,6 +17,7 @@ from crmflow.definitions import (
     RemoveFromListAction,
     SetPropertyAction,
 )
+from crmflow.limits import MAX_NUMBER
 from crmflow.store import AssociationRepository, ListRepository, RecordRepository, StoreError
 from crmflow.templates import TemplateProblem
 
@@ -27,6 +28,11 @@ from .models import ActionInput, ActionResult, EnrollmentContext
 
 def _text(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def _short(number: int | float) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{float(number):.6g}"
 
 
 def _as_number(value: Any) -> int | float | None:
@@ -132,6 +138,11 @@ class RecordActivities:
                         failed=True,
                     )
                 after = number + action.by
+                if not abs(after) <= MAX_NUMBER:  # also NaN: the store holds JSON numbers only
+                    return ActionResult(
+                        outcome=f"failed: {action.property} + {_short(action.by)} is out of range",
+                        failed=True,
+                    )
                 records.update(ctx.object_type, ctx.record_id, {action.property: after}, now=now)
                 return ActionResult(
                     outcome=f"{action.property}: {_text(current)} -> {after}",

@@ -45,7 +45,14 @@ from ._conditions import (
     parse_iso_date,
 )
 from ._durations import format_duration, parse_duration, parse_time_of_day
-from ._loading import DefinitionError, Problem, load_definition_file, load_definition_text
+from ._loading import (
+    DefinitionError,
+    Problem,
+    load_definition_data,
+    load_definition_file,
+    load_definition_text,
+    read_definition_file,
+)
 from ._models import (
     Enrollment,
     ExecutionWindow,
@@ -165,6 +172,7 @@ __all__ = [
     "condition_reads",
     "definition_json_schema",
     "format_duration",
+    "load_definition_data",
     "load_definition_file",
     "load_definition_text",
     "parse_duration",
@@ -172,4 +180,5 @@ __all__ = [
     "parse_json",
     "parse_time_of_day",
     "shown",
+    "read_definition_file",
 ]

@@ -22,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from crmflow.limits import MAX_BRANCHES, MAX_CASES
+
 from ._base import DefinitionModel, DefinitionProblems, Loc, raise_problems
-from ._conditions import Condition
+from ._conditions import RootCondition
 from ._durations import PositiveDuration, SignedDuration, TimeOfDay, format_duration
 from ._types import (
     END,
@@ -41,6 +43,7 @@ from ._types import (
     Template,
     Weekday,
     WorkflowKey,
+    check_json_value,
 )
 
 SUMMARY_LENGTH = 100
@@ -278,7 +281,7 @@ class BranchCase(DefinitionModel):
     """One if/then branch: the first case whose condition holds is taken."""
 
     name: Name = Field(description="Name of the branch, shown in history")
-    when: Condition = Field(description="Condition on the record as it is now")
+    when: RootCondition = Field(description="Condition on the record as it is now")
     next: ActionRef = Field(description="Where to go (an id or 'end')")
 
 
@@ -287,7 +290,7 @@ class BranchAction(_BranchingAction):
 
     type: Literal["branch"] = "branch"
     branches: list[BranchCase] = Field(
-        min_length=1, max_length=20, description="Cases, tried in order (1-20)"
+        min_length=1, max_length=MAX_BRANCHES, description="Cases, tried in order (1-20)"
     )
 
     @model_validator(mode="after")
@@ -330,7 +333,7 @@ class ValueBranchAction(_BranchingAction):
     type: Literal["value_branch"] = "value_branch"
     property: PropertyName = Field(description="The property whose value picks the case")
     cases: Annotated[dict[str, ActionRef], BeforeValidator(_case_keys)] = Field(
-        min_length=1, max_length=250, description="value -> action id (or 'end'), at most 250"
+        min_length=1, max_length=MAX_CASES, description="value -> action id (or 'end'), at most 250"
     )
 
     def _branch_refs(self) -> list[tuple[Loc, str | None]]:
@@ -574,7 +577,9 @@ class CustomAction(_ActionBase):
 
     type: Literal["custom"] = "custom"
     handler: Name = Field(description="Name the handler was registered under")
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters (JSON values)")
+    params: Annotated[dict[str, Any], AfterValidator(check_json_value)] = Field(
+        default_factory=dict, description="Parameters (JSON values)"
+    )
 
     def _summary(self) -> str:
         return f"custom {self.handler}"

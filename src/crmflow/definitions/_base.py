@@ -3,8 +3,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 Loc = tuple[str | int, ...]
 """A location in a definition document: keys and list indexes, e.g. `("actions", 2, "next")`."""
@@ -29,6 +30,20 @@ def render_path(loc: Loc) -> str:
         else:
             out += f"[{json.dumps(seg, ensure_ascii=False)}]"
     return out
+
+
+NEW_DEFINITION: dict[str, Any] = {"crmflow_new_definition": True}
+"""Validation context of a definition that enters the system (`validate`, `publish`,
+`simulate`, and the stored form checked before a publish commits). It adds the size and shape
+limits of `crmflow.limits` and the template allowlist of `crmflow.templates` to the rules every
+validation applies. Without it (a version read from the store, the input of a running
+enrollment) a definition stored before those rules existed still loads: its templates are
+checked again when they render, and refused there."""
+
+
+def is_new_definition(info: ValidationInfo | None) -> bool:
+    """Whether the definition being validated is a new one (see NEW_DEFINITION)."""
+    return bool(info is not None and info.context and info.context.get("crmflow_new_definition"))
 
 
 class DefinitionProblems(ValueError):

@@ -12,11 +12,13 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationInfo, model_validator
 
-from ._base import DefinitionModel
+from crmflow.limits import MAX_CONDITION_DEPTH, MAX_CONDITION_TERMS, MAX_EVENT_COUNT
+
+from ._base import DefinitionModel, is_new_definition
 from ._durations import PositiveDuration, parse_duration
-from ._types import PROPERTY_NAME_PATTERN, Name, PropertyName, ScalarValue
+from ._types import PROPERTY_NAME_PATTERN, Name, PropertyName, ScalarValue, check_json_value
 
 Scalar = str | int | float | bool | None
 
@@ -97,6 +99,7 @@ class PropertyFilter(DefinitionModel):
     @model_validator(mode="after")
     def _check_value(self) -> PropertyFilter:
         op, value = self.op, self.value
+        check_json_value(value)  # no NaN, no infinity, at any depth
         if op in _NO_VALUE_OPS:
             if value is not None:
                 raise ValueError(f"operator '{op}' takes no value")
@@ -171,7 +174,9 @@ class EventFilter(DefinitionModel):
     within: PositiveDuration | None = Field(
         default=None, description="Only events in this last period, e.g. 30d"
     )
-    min_count: int = Field(default=1, ge=1, description="How many matching events are needed")
+    min_count: int = Field(
+        default=1, ge=1, le=MAX_EVENT_COUNT, description="How many matching events are needed"
+    )
 
 
 class AllCondition(DefinitionModel):
@@ -236,6 +241,56 @@ Condition = Annotated[
 AllCondition.model_rebuild()
 AnyCondition.model_rebuild()
 NotCondition.model_rebuild()
+
+
+def condition_shape(condition: Any) -> tuple[int, int]:
+    """(depth, terms) of a condition, given as data or as models: how deeply `all`/`any`/`not`
+    nest, and how many filters it holds (each value of `in`/`not_in` counting as one, as each is
+    one more test in SQL). Iterative, so any depth is measured without recursion."""
+    depth = terms = 0
+    todo: list[tuple[Any, int]] = [(condition, 0)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, DefinitionModel):
+            node = node.model_dump(by_alias=True, exclude_defaults=True)
+        if not isinstance(node, dict):
+            continue
+        children: Any = None
+        for kind in ("all", "any", "not", "not_"):
+            if kind in node:
+                children = node[kind]
+                break
+        if children is None:
+            values = node.get("value")
+            in_ops = (PropertyOp.IN, PropertyOp.NOT_IN, "in", "not_in")
+            many = node.get("op") in in_ops and isinstance(values, list)
+            terms += max(len(values), 1) if many and isinstance(values, list) else 1
+            depth = max(depth, level)
+            continue
+        for child in children if isinstance(children, list) else [children]:
+            todo.append((child, level + 1))
+        depth = max(depth, level + 1)
+    return depth, terms
+
+
+def _limited(value: Any, info: ValidationInfo) -> Any:
+    if is_new_definition(info):
+        depth, terms = condition_shape(value)
+        if depth > MAX_CONDITION_DEPTH:
+            raise ValueError(
+                f"all/any/not nest {depth} levels deep here; at most {MAX_CONDITION_DEPTH}"
+            )
+        if terms > MAX_CONDITION_TERMS:
+            raise ValueError(
+                f"the condition has {terms} terms (filters, and values of in/not_in);"
+                f" at most {MAX_CONDITION_TERMS}"
+            )
+    return value
+
+
+RootCondition = Annotated[Condition, BeforeValidator(_limited)]
+"""A condition where a tree starts (criteria, goal, unenroll_when, a branch's `when`): new
+definitions keep it within MAX_CONDITION_DEPTH and MAX_CONDITION_TERMS."""
 
 ConditionKind = Literal["all", "any", "not", "property", "in_list", "not_in_list", "event"]
 

@@ -14,11 +14,13 @@ from datetime import date
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
+
+from crmflow.limits import MAX_ACTIONS, MAX_ENCODED_BYTES
 
 from ._actions import Action, BranchAction, WaitForEventAction
-from ._base import DefinitionModel, Loc, raise_problems
-from ._conditions import Condition, ConditionReads, EventFilter, condition_reads
+from ._base import DefinitionModel, Loc, is_new_definition, raise_problems
+from ._conditions import Condition, ConditionReads, EventFilter, RootCondition, condition_reads
 from ._durations import TimeOfDay
 from ._schedules import Schedule
 from ._types import (
@@ -59,7 +61,7 @@ class Enrollment(DefinitionModel):
     """How records enter the workflow."""
 
     trigger: Trigger = Field(description="criteria (automatic), manual, or schedule")
-    criteria: Condition | None = Field(
+    criteria: RootCondition | None = Field(
         default=None, description="Who enrolls; required for criteria and schedule triggers"
     )
     enroll_existing: bool = Field(
@@ -102,7 +104,7 @@ class Enrollment(DefinitionModel):
 class Goal(DefinitionModel):
     """A record that meets the goal leaves the workflow (status goal_met)."""
 
-    criteria: Condition = Field(description="The goal condition")
+    criteria: RootCondition = Field(description="The goal condition")
 
 
 # ---------------------------------------------------------------------------------- settings
@@ -166,7 +168,7 @@ class Settings(DefinitionModel):
     suppression_lists: list[Name] = Field(
         default_factory=list, description="Members are never enrolled, and leave on joining"
     )
-    unenroll_when: Condition | None = Field(
+    unenroll_when: RootCondition | None = Field(
         default=None, description="Enrolled records that come to match are unenrolled"
     )
     unenroll_when_criteria_unmet: bool = Field(
@@ -180,6 +182,13 @@ class Settings(DefinitionModel):
 # ------------------------------------------------------------------------------ definition
 
 
+def _at_most_max_actions(value: Any, info: ValidationInfo) -> Any:
+    # Before the actions are validated one by one: a huge list is refused at once.
+    if is_new_definition(info) and isinstance(value, list) and len(value) > MAX_ACTIONS:
+        raise ValueError(f"{len(value):,} actions; at most {MAX_ACTIONS:,}")
+    return value
+
+
 class WorkflowDefinition(DefinitionModel):
     """A workflow definition: one version of what `crmflow publish` stores."""
 
@@ -188,15 +197,24 @@ class WorkflowDefinition(DefinitionModel):
     object_type: ObjectType = Field(default="contact", description="Object type it enrolls")
     description: str | None = Field(default=None, description="What the workflow is for")
     enrollment: Enrollment = Field(description="How records enter")
-    actions: list[Action] = Field(
+    actions: Annotated[list[Action], BeforeValidator(_at_most_max_actions)] = Field(
         min_length=1, description="The action graph; the first action is the entry point"
     )
     goal: Goal | None = Field(default=None, description="Meeting the goal ends the enrollment")
     settings: Settings = Field(default_factory=Settings, description="Optional settings")
 
     @model_validator(mode="after")
-    def _check_graph(self) -> WorkflowDefinition:
-        raise_problems(check_definition(self.key, self.enrollment, self.actions, self.settings))
+    def _check_graph(self, info: ValidationInfo) -> WorkflowDefinition:
+        problems = check_definition(self.key, self.enrollment, self.actions, self.settings)
+        if is_new_definition(info) and not problems:
+            size = len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+            if size > MAX_ENCODED_BYTES:
+                message = (
+                    f"the definition is {size:,} bytes once encoded; at most"
+                    f" {MAX_ENCODED_BYTES:,} (it travels with every enrollment)"
+                )
+                problems.append(((), message))
+        raise_problems(problems)
         return self
 
     def action_map(self) -> dict[str, Action]:

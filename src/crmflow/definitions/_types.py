@@ -10,9 +10,12 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, PlainValidator, ValidationInfo, WithJsonSchema
 
+from crmflow.limits import MAX_NUMBER
 from crmflow.templates import check_template
+
+from ._base import is_new_definition
 
 END = "end"
 """The target that ends the enrollment."""
@@ -79,48 +82,63 @@ Name = Annotated[str, *_matching(NAME_PATTERN, "name", "empty, or starts/ends wi
 """A list, event or handler name: non-empty text without surrounding spaces."""
 
 
-def _check_text(value: str, *, env: bool = False) -> str:
+def _check_text(value: str, *, env: bool = False, new: bool = False) -> str:
     for ref in _ENV_REF.finditer(value):
         if not env:
             raise ValueError("${env:NAME} is only replaced in webhook URLs and headers")
         if not _ENV_NAME.match(ref.group(1)):
             raise ValueError(f"invalid environment variable name {ref.group(1)!r}")
     if "{" in value:
-        check_template(value)
+        check_template(value, strict=new)
     return value
 
 
-def _template(value: str) -> str:
-    return _check_text(value)
+def _template(value: str, info: ValidationInfo) -> str:
+    return _check_text(value, new=is_new_definition(info))
 
 
-def _header_template(value: str) -> str:
-    return _check_text(value, env=True)
+def _header_template(value: str, info: ValidationInfo) -> str:
+    return _check_text(value, env=True, new=is_new_definition(info))
 
 
 Template = Annotated[str, AfterValidator(_template)]
 """Text that may use `{{ record.<property> }}`, `{{ workflow.key }}`, `{{ workflow.name }}`,
-`{{ enrollment.id }}`; checked with the renderer's own parser."""
+`{{ enrollment.id }}`, a few filters and `{% if %}` (see crmflow.templates); checked with the
+renderer's own parser."""
 
 HeaderTemplate = Annotated[str, AfterValidator(_header_template)]
 """A webhook URL or header value: a template that may also use `${env:NAME}`."""
 
 
+def number_problem(value: int | float) -> str | None:
+    """Why a number cannot stand in a definition file, or None: NaN and the infinities have no
+    JSON form (a stored definition could not load back), and numbers beyond ±1e308 cannot be
+    stored as JSON numbers everywhere (the loader's rule for every new document)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if abs(value) <= MAX_NUMBER:
+        return None
+    if isinstance(value, float):
+        return f"{value} is out of range: numbers lie within ±1e308"
+    return "an integer beyond 1e308 is out of range: numbers lie within ±1e308"
+
+
 def _finite(value: int | float) -> int | float:
-    # inf/nan (YAML .inf, .nan) have no JSON form: a stored definition could not load back.
+    # The models refuse what has no JSON form at all; a huge integer built in Python is left
+    # to the conditions (which read it as ±infinity) and to the loader's range rule.
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{value} is not a finite number")
     return value
 
 
-def _scalar_validator(what: str, check_strings: Callable[[str], str] | None) -> Any:
-    def check(value: Any) -> Any:
+def _scalar_validator(what: str, check_strings: Callable[[str, Any], str] | None) -> Any:
+    def check(value: Any, info: ValidationInfo) -> Any:
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int | float):
             return _finite(value)
         if isinstance(value, str):
-            return check_strings(value) if check_strings else value
+            return check_strings(value, info) if check_strings else value
         raise ValueError(f"{what} must be a string, number, boolean or null")
 
     return PlainValidator(check)
@@ -144,27 +162,36 @@ def _number(value: Any) -> int | float:
 Number = Annotated[int | float, PlainValidator(_number), WithJsonSchema({"type": "number"})]
 
 
-def _body(value: Any) -> Any:
+def _body(value: Any, info: ValidationInfo) -> Any:
     if value is not None and not isinstance(value, str | dict | list):
         raise ValueError("body must be text (a template) or a JSON object or array")
-    return _json_value(value)
+    new = is_new_definition(info)
+    return check_json_value(value, lambda text: _check_text(text, new=new))
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"keys of a JSON object must be strings, got {key!r}")
-            _json_value(item)
-    elif isinstance(value, list):
-        for item in value:
-            _json_value(item)
-    elif isinstance(value, str):
-        _check_text(value)
-    elif isinstance(value, float):
-        _finite(value)
-    elif not (value is None or isinstance(value, bool | int | float)):
-        raise ValueError(f"{value!r} is not a JSON value")
+def check_json_value(value: Any, check_text: Callable[[str], Any] | None = None) -> Any:
+    """Raise ValueError unless `value` is JSON data (objects with string keys, arrays, strings,
+    finite numbers within range, booleans, null); `check_text` sees every string. Iterative:
+    any depth is checked without recursion."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"keys of a JSON object must be strings, got {key!r}")
+                todo.append(child)
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str):
+            if check_text is not None:
+                check_text(item)
+        elif isinstance(item, bool) or item is None:
+            pass
+        elif isinstance(item, int | float):
+            _finite(item)
+        else:
+            raise ValueError(f"{item!r} is not a JSON value")
     return value
 
 

@@ -29,8 +29,10 @@ from crmflow.definitions import (
     check_record_id,
     check_value,
     check_workflow_key,
-    load_definition_file,
+    load_definition_data,
+    load_definition_text,
     parse_json,
+    read_definition_file,
     shown,
 )
 from crmflow.store import (
@@ -98,17 +100,20 @@ class Checked:
     path: Path
     definition: WorkflowDefinition | None
     problems: list[Problem]
+    source: str = ""
+    """The text that was validated: what publish stores (not the file as it may be later)."""
 
 
 def validate_files(paths: Sequence[Path]) -> list[Checked]:
     checked = []
     for path in paths:
         try:
-            definition = load_definition_file(path)
+            source = read_definition_file(path)
+            definition = load_definition_text(source, source_name=str(path))
         except DefinitionError as exc:
             checked.append(Checked(path, None, list(exc.problems)))
         else:
-            checked.append(Checked(path, definition, []))
+            checked.append(Checked(path, definition, [], source))
     return checked
 
 
@@ -124,7 +129,9 @@ class Published:
 
 
 def publish_files(app: App, paths: Sequence[Path]) -> list[Published]:
-    """Validate every file first; publish all of them in one transaction, or none."""
+    """Validate every file first; publish all of them in one transaction, or none. What each
+    version stores must load again: its stored form, read back through the store's column
+    type, is validated before the transaction commits."""
     checked = validate_files(paths)
     problems = [p for c in checked for p in c.problems]
     if problems:
@@ -148,12 +155,20 @@ def publish_files(app: App, paths: Sequence[Path]) -> list[Published]:
                     object_type=c.definition.object_type,
                     trigger=c.definition.enrollment.trigger,
                     definition=definition_json(c.definition),
-                    source=c.path.read_text(encoding="utf-8"),
+                    source=c.source,
                     source_name=str(c.path),
                     now=now,
                 )
             except StoreError as exc:
                 raise UserError(f"{c.path}: {exc}") from None
+            # Read back what the database holds (its JSON round trip), not the object in memory.
+            session.refresh(version, ["definition"])
+            try:
+                load_definition_data(version.definition, source_name=str(c.path))
+            except DefinitionError as exc:
+                raise DefinitionError(
+                    [replace(p, message=f"{p.message} (as stored)") for p in exc.problems]
+                ) from None
             published.append(Published(c.definition.key, version.version, str(c.path)))
     return published
 
