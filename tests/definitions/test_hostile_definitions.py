@@ -1,11 +1,10 @@
 """Property-based: whatever a definition file holds, loading it gives a definition that can be
-stored and loaded again, or located one-line problems; never another exception, never a hang
-(the deadline is far above what any of these takes, and far below what they took before)."""
+stored and loaded again, or located one-line problems; never another exception. No timing is asserted (the limits count values and characters, not
+seconds): an input that hung the loader before would hang this test, and CI's timeout shows it."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from hostile_definitions import Hostile, documents
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +20,7 @@ from crmflow.limits import MAX_ENCODED_BYTES
 
 HOSTILE = settings(
     max_examples=300,
-    deadline=timedelta(seconds=10),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

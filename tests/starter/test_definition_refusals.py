@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +209,7 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")  # long documents
 @settings(
     max_examples=40,
-    deadline=timedelta(seconds=20),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(hostile=documents)
