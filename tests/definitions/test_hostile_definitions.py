@@ -1,6 +1,7 @@
 """Property-based: whatever a definition file holds, loading it gives a definition that can be
-stored and loaded again, or located one-line problems; never another exception. No timing is asserted (the limits count values and characters, not
-seconds): an input that hung the loader before would hang this test, and CI's timeout shows it."""
+stored and loaded again, or located one-line problems; never another exception. No timing is
+asserted (the limits count values and characters, not seconds): an input that hung the loader
+before would hang this test, and CI's timeout would show it."""
 
 from __future__ import annotations
 
