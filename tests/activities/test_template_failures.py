@@ -137,9 +137,19 @@ async def test_a_rendered_field_is_capped(app, env, new_worker, publish):
     await publish(
         manual(
             "notes",
-            [{"id": "email", "type": "send_email", "subject": "s", "body": "{{ record.notes }}"}],
+            [
+                {
+                    "id": "email",
+                    "type": "send_email",
+                    "subject": "s",
+                    "body": "{{ record.notes }}{{ record.more }}",
+                }
+            ],
         )
     )
-    steps = await run(app, env, new_worker, "notes", {"notes": "n" * (MAX_RENDERED_CHARS + 5)})
+    # Each value within the store's text limit; together over the rendered-field cap.
+    half = MAX_RENDERED_CHARS // 2
+    values = {"notes": "n" * half, "more": "m" * (MAX_RENDERED_CHARS - half + 5)}
+    steps = await run(app, env, new_worker, "notes", values)
     assert steps["email"] == "failed: the rendered text has 100,005 characters; at most 100,000"
     assert services.outbox(app) == []
