@@ -153,3 +153,22 @@ async def test_a_rendered_field_is_capped(app, env, new_worker, publish):
     steps = await run(app, env, new_worker, "notes", values)
     assert steps["email"] == "failed: the rendered text has 100,005 characters; at most 100,000"
     assert services.outbox(app) == []
+
+
+async def test_a_value_the_store_refuses_fails_its_action_for_good(app, env, new_worker, publish):
+    """A record near the store's 1 MiB limit, and a rendered value (within the template cap)
+    that would take it past: the store refuses the write, the step fails at once (not a day of
+    retries), nothing of the effect is kept, and the enrollment goes on."""
+    joined = "{{ record.a }}{{ record.b }}"
+    await publish(
+        manual(
+            "refused",
+            [{"id": "set", "type": "set_property", "property": "joined", "value": joined}],
+        )
+    )
+    filler = {f"f{n}": "f" * 65_000 for n in range(14)}  # 910,000 characters
+    steps = await run(
+        app, env, new_worker, "refused", {**filler, "a": "a" * 40_000, "b": "b" * 40_000}
+    )
+    assert steps["set"].startswith("failed: ") and "1,048,576" in steps["set"], steps["set"][:200]
+    assert "joined" not in services.show_record(app, "contact", "ann")["properties"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,11 +61,15 @@ class RecordActivities:
 
     @activity.defn(name="update_record")
     def update_record(self, input: ActionInput) -> ActionResult:
-        return run_once(self.sessions, input, lambda session: self._apply(session, input))
+        return run_once(
+            self.sessions, input, lambda session: _refusal_fails(session, self._apply, input)
+        )
 
     @activity.defn(name="create_record")
     def create_record(self, input: ActionInput) -> ActionResult:
-        return run_once(self.sessions, input, lambda session: self._create(session, input))
+        return run_once(
+            self.sessions, input, lambda session: _refusal_fails(session, self._create, input)
+        )
 
     def _create(self, session: Session, input: ActionInput) -> ActionResult:
         ctx, action, now = input.context, input.action, input.at
@@ -170,3 +175,16 @@ class RecordActivities:
                     else f"was not in list {action.list}"
                 )
         raise TypeError(f"update_record cannot run a {action.type} action")
+
+
+def _refusal_fails(
+    session: Session, effect: Callable[[Session, ActionInput], ActionResult], input: ActionInput
+) -> ActionResult:
+    """A value the store refuses (a rendered text over its limit, a record grown past 1 MiB, a
+    name it cannot take) is a permanent failure of the step, not a day of retries: nothing of
+    the effect is kept (a savepoint), the failure is stored as the step's outcome."""
+    try:
+        with session.begin_nested():
+            return effect(session, input)
+    except StoreError as exc:
+        return ActionResult(outcome=f"failed: {exc}", failed=True)

@@ -42,7 +42,8 @@ def _matching(
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        # fullmatch: with match, `$` lets a trailing newline through ("contact\n").
+        if not compiled.fullmatch(value):
             raise ValueError(f"invalid {what} {value!r}: {hint}")
         if max_length is not None and len(value) > max_length:
             raise ValueError(f"{what} is longer than {max_length} characters")
@@ -62,23 +63,36 @@ def _not_end(value: str) -> str:
 
 _ID_HINT = "use lower-case letters, digits, '_' and '-'"
 ActionId = Annotated[
-    str, *_matching(ACTION_ID_PATTERN, "action id", _ID_HINT), AfterValidator(_not_end)
+    str, *_matching(ACTION_ID_PATTERN, "action id", _ID_HINT, 64), AfterValidator(_not_end)
 ]
 ActionRef = Annotated[
     str,
-    *_matching(ACTION_ID_PATTERN, "action reference", "use an action id, or 'end' to end it"),
+    *_matching(ACTION_ID_PATTERN, "action reference", "use an action id, or 'end' to end it", 64),
 ]
 WorkflowKey = Annotated[
     str,
     *_matching(WORKFLOW_KEY_PATTERN, "workflow key", "use lower-case letters, digits and '-'", 64),
 ]
 ObjectType = Annotated[
-    str, *_matching(OBJECT_TYPE_PATTERN, "object type", "use a lower-case name such as 'deal'")
+    str, *_matching(OBJECT_TYPE_PATTERN, "object type", "use a lower-case name such as 'deal'", 64)
 ]
 PropertyName = Annotated[
-    str, *_matching(PROPERTY_NAME_PATTERN, "property name", "use letters, digits, '_', '.', '-'")
+    str,
+    *_matching(PROPERTY_NAME_PATTERN, "property name", "use letters, digits, '_', '.', '-'", 128),
 ]
-Name = Annotated[str, *_matching(NAME_PATTERN, "name", "empty, or starts/ends with spaces")]
+
+
+def _no_control(value: str) -> str:
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        raise ValueError(f"invalid name {value!r}: it contains a control character")
+    return value
+
+
+Name = Annotated[
+    str,
+    *_matching(NAME_PATTERN, "name", "empty, or starts/ends with spaces", 128),
+    AfterValidator(_no_control),
+]
 """A list, event or handler name: non-empty text without surrounding spaces."""
 
 
