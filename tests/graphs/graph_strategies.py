@@ -52,8 +52,16 @@ def _strip(text: str) -> str:
 
 
 texts = st.one_of(st.sampled_from(HOSTILE), st.text(_ALPHABET, min_size=1, max_size=30))
-# A name (list, event, branch, handler): no newline, no space at either end.
-names = texts.map(lambda t: " ".join(t.replace("\n", " ").split())).filter(bool)
+
+
+def _name(text: str) -> str:
+    """A name (list, event, branch, handler): no control character, no space at either end, at
+    most 128 characters (the definition format's rules)."""
+    shown = "".join("?" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c for c in text)
+    return " ".join(shown.split())[:128].strip()
+
+
+names = texts.map(_name).filter(bool)
 # Text fields that are templates: no braces, or a valid template.
 template_texts = st.one_of(
     texts.map(lambda t: t.replace("{", "(").replace("}", ")")),

@@ -40,7 +40,7 @@ def _hostile() -> WorkflowDefinition:
                 "branches": [
                     {"name": BRANCH, "when": {"in_list": LIST}, "next": "v"},
                     {"name": MARKUP, "when": {"in_list": "x"}, "next": "end"},
-                    {"name": CONTROL, "when": {"in_list": "y"}, "next": "m"},
+                    {"name": "control", "when": {"in_list": "y"}, "next": "m"},
                 ],
                 "otherwise": "c",
             },
@@ -66,7 +66,13 @@ def _hostile() -> WorkflowDefinition:
         "goal": {"criteria": {"not_in_list": MARKUP}},
         "settings": {"suppression_lists": ["]]>", "<!--"]},
     }
-    return WorkflowDefinition.model_validate(document)
+    definition = WorkflowDefinition.model_validate(document)
+    # Names with control characters are refused today; a version stored before that rule may
+    # still hold one, and the graph must show it safely.
+    branch = definition.actions[0]
+    cases = [*branch.branches[:2], branch.branches[2].model_copy(update={"name": CONTROL})]
+    actions = [branch.model_copy(update={"branches": cases}), *definition.actions[1:]]
+    return definition.model_copy(update={"actions": actions})
 
 
 HOSTILE = _hostile()
