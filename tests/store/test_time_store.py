@@ -109,7 +109,7 @@ writes = st.one_of(
 
 def test_the_date_index_follows_every_write(sessions: sessionmaker[Session]) -> None:
     @settings(
-        max_examples=40,
+        max_examples=100,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
@@ -137,6 +137,28 @@ def test_the_date_index_follows_every_write(sessions: sessionmaker[Session]) -> 
                 assert index_of(session) == expected_index(session)
 
     check()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("2026-01-01", "2026-02-30", set()),
+        ("2026-02-30", "2026-01-01", {("contact", "chen", "renewal_date", 1767225600)}),
+        ("2026-01-01", "2026-01-02", {("contact", "chen", "renewal_date", 1767312000)}),
+    ],
+)
+def test_a_record_written_twice_in_one_batch_keeps_its_last_value_indexed(
+    sessions: sessionmaker[Session], first: str, second: str, expected: set[Any]
+) -> None:
+    # An import with the same id on two lines: the second line wins, in the index too.
+    with sessions.begin() as session:
+        RecordRepository(session).upsert_many(
+            "contact",
+            [("chen", {"renewal_date": first}), ("chen", {"renewal_date": second})],
+            now=NOW,
+        )
+    with sessions() as session:
+        assert index_of(session) == expected
 
 
 def test_index_rows_hold_the_instant_conditions_compare(sessions: sessionmaker[Session]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, not_, select, union
+from sqlalchemy import Select, not_, select, union_all
 from sqlalchemy.orm import Session
 
 from crmflow.conditions import TimeTerm, compile_condition
@@ -56,8 +56,9 @@ class CrossingRepository:
                 parts.extend(self._event_crossings(term, object_type, since, until, after))
         if not parts:
             return []
-        found = union(*parts).subquery()
-        # UNION of one part is that part alone: distinct, for a record with several occurrences.
+        # A record may cross by several terms, or have several occurrences in a range: one
+        # DISTINCT over all the parts.
+        found = union_all(*parts).subquery()
         query = select(found.c.record_id).distinct().order_by(found.c.record_id).limit(limit)
         return list(self.session.scalars(query))
 

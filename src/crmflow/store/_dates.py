@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, insert, update
@@ -39,12 +40,20 @@ _REMOVE = delete(_TABLE).where(_KEY)
 def indexed(name: str, value: Any) -> int | None:
     """The epoch second the index holds for this property value, or None (not a date, or a
     name no condition can use)."""
-    # Cheap tests first: most values are not dates, and this runs on every written value.
-    if not isinstance(value, str) or len(value) < 10 or value[4:5] != "-":
-        return None
-    if len(name) > PROPERTY_NAME_MAX_LENGTH or not _NAME.fullmatch(name):
+    if not _maybe_date(value) or not _nameable(name):
         return None
     return date_epoch(value)
+
+
+def _maybe_date(value: Any) -> bool:
+    # Cheap tests first: this runs on every written value, and most are not dates.
+    return type(value) is str and len(value) >= 10 and value[4] == "-"
+
+
+@lru_cache(maxsize=4096)
+def _nameable(name: str) -> bool:
+    """Whether a condition can name this property (a store may hold others)."""
+    return len(name) <= PROPERTY_NAME_MAX_LENGTH and _NAME.fullmatch(name) is not None
 
 
 def date_rows(
@@ -54,22 +63,32 @@ def date_rows(
     return [
         _row(object_type, record_id, name, at)
         for name, value in properties.items()
-        if (at := indexed(name, value)) is not None
+        if _maybe_date(value) and _nameable(name) and (at := date_epoch(value)) is not None
     ]
+
+
+Key = tuple[str, str, str]  # object_type, record_id, property
 
 
 class DateRows:
     """The index changes that writes call for, gathered so that a batch of writes applies them
     in at most three statements (after the records themselves are flushed: rows refer to them).
+
+    Per index key it keeps the instant the store holds (as the first write of the batch saw
+    it) and the latest one written: a batch that writes a record twice (an import with the same
+    id on two lines) applies only the net change, whatever the order of its writes.
     """
 
     def __init__(self) -> None:
-        self.added: list[dict[str, Any]] = []
-        self.moved: list[dict[str, Any]] = []
-        self.removed: list[dict[str, Any]] = []
+        self.keys: dict[Key, tuple[int | None, int | None]] = {}
+
+    def _write(self, key: Key, old: int | None, new: int | None) -> None:
+        stored = self.keys[key][0] if key in self.keys else old
+        self.keys[key] = (stored, new)
 
     def created(self, object_type: str, record_id: str, properties: Mapping[str, Any]) -> None:
-        self.added.extend(date_rows(object_type, record_id, properties))
+        for row in date_rows(object_type, record_id, properties):
+            self._write((object_type, record_id, row["property"]), None, row["at"])
 
     def changed(
         self,
@@ -82,25 +101,25 @@ class DateRows:
         """The record's properties `names` went from their value in `before` to `after`."""
         for name in names:
             old, new = indexed(name, before.get(name)), indexed(name, after.get(name))
-            if old == new:
-                continue
-            if new is None:
-                self.removed.append(_key(object_type, record_id, name))
-            elif old is None:
-                self.added.append(_row(object_type, record_id, name, new))
-            else:
-                self.moved.append({**_key(object_type, record_id, name), "k_at": new})
+            if old != new:
+                self._write((object_type, record_id, name), old, new)
 
     def apply(self, session: Session) -> None:
         """Write the gathered changes in the session's transaction, and forget them."""
-        for statement, rows in (
-            (_REMOVE, self.removed),
-            (_MOVE, self.moved),
-            (_INSERT, self.added),
-        ):
+        added, moved, removed = [], [], []
+        for (object_type, record_id, name), (stored, latest) in self.keys.items():
+            if stored == latest:
+                continue
+            if latest is None:
+                removed.append(_key(object_type, record_id, name))
+            elif stored is None:
+                added.append(_row(object_type, record_id, name, latest))
+            else:
+                moved.append({**_key(object_type, record_id, name), "k_at": latest})
+        for statement, rows in ((_REMOVE, removed), (_MOVE, moved), (_INSERT, added)):
             if rows:
                 session.execute(statement, rows)
-        self.added, self.moved, self.removed = [], [], []
+        self.keys = {}
 
 
 def _row(object_type: str, record_id: str, name: str, at: int) -> dict[str, Any]:

@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "object_type", "record_id", "property", name=op.f("pk_record_dates")
         ),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("record_dates", schema=None) as batch_op:
         batch_op.create_index(
