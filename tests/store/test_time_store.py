@@ -27,6 +27,7 @@ from crmflow.store import (
     SweepConflict,
     SweepWindow,
     TimeSweepRepository,
+    WorkflowNotFound,
     WorkflowRepository,
 )
 from crmflow.store._crossings import CrossingRepository
@@ -244,6 +245,11 @@ def test_a_watermark_moves_forward_only_and_windows_follow_each_other(
         # Activated again later: what time did meanwhile is not swept.
         later = until + timedelta(days=1)
         assert TimeSweepRepository(session).begin_at("reengage", later) == later
+
+
+def test_a_watermark_needs_its_workflow(sessions: sessionmaker[Session]) -> None:
+    with pytest.raises(WorkflowNotFound), sessions.begin() as session:
+        TimeSweepRepository(session).begin_at("nope", NOW)
 
 
 def test_a_window_done_by_another_sweep_cannot_be_done_again(

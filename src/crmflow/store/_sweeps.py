@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ._tables import TimeSweep
+from ._workflows import WorkflowNotFound
 
 
 class SweepConflict(Exception):
@@ -54,11 +55,12 @@ class TimeSweepRepository:
                     self.session.add(row)
                     self.session.flush()
                 return at
-            except IntegrityError:  # created by another transaction meanwhile
+            except IntegrityError as exc:  # created by another transaction meanwhile?
                 row = self.session.get(
                     TimeSweep, workflow_key, with_for_update=True, populate_existing=True
                 )
-                assert row is not None
+                if row is None:  # no: there is no such workflow
+                    raise WorkflowNotFound(workflow_key) from exc
         if row.swept_to < at:
             row.swept_to = at
             self.session.flush()
