@@ -8,6 +8,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, insert, select, text
 
 import crmflow.store._engine as store_engine
 from crmflow.store._engine import (
@@ -25,7 +26,7 @@ from crmflow.store._engine import (
     store_url,
     upgrade_database,
 )
-from crmflow.store._tables import Base
+from crmflow.store._tables import Base, Record, RecordDate
 
 PG_ENV = "CRMFLOW_TEST_PG_URL"
 
@@ -105,6 +106,45 @@ def test_partial_unique_index_keeps_its_where(engine: Engine) -> None:
         definition = conn.exec_driver_sql(query).scalar_one()
     assert "UNIQUE" in definition.upper()
     assert "WHERE" in definition.upper() and "running" in definition and "paused" in definition
+
+
+def test_upgrade_indexes_the_dates_of_records_stored_before(engine: Engine) -> None:
+    # Migration 0006 starts the date index full: records stored by an older version have their
+    # date values indexed as RecordRepository indexes every later write (page after page).
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    values = ["2026-01-01", "2026-01-01T10:00:30.5+02:00", "soon", 7, "2026-02-30", None]
+    rows = [
+        {
+            "object_type": "deal" if i % 7 == 0 else "contact",
+            "id": f"r{i:05d}",
+            "properties": {"renewal_date": values[i % len(values)], "p" * 200: "2026-01-01"},
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        for i in range(2500)
+    ]
+    with engine.begin() as connection:
+        connection.execute(insert(Record.__table__), rows)
+    upgrade_database(engine)
+    with engine.connect() as connection:
+        found = set(
+            connection.execute(
+                select(
+                    RecordDate.object_type, RecordDate.record_id, RecordDate.property, RecordDate.at
+                )
+            ).all()
+        )
+    expected = {
+        (row["object_type"], row["id"], "renewal_date", at)
+        for i, row in enumerate(rows)
+        if (at := {0: 1767225600, 1: 1767254430}.get(i % len(values))) is not None
+    }
+    assert len(expected) == 834
+    assert found == expected
 
 
 def test_postgres_column_types(fresh_pg_url: str) -> None:

@@ -51,6 +51,11 @@ semantics, and a `where` value of null asks for the event property to be missing
 counts events with occurred_at ≥ now − W (exact to the microsecond; later events count too);
 `min_count` (default 1) is the number of such events needed.
 
+Time. `within_last`, `more_than_ago`, `before`/`after` with a duration and event filters with
+`within` are *time terms*: their truth changes as time passes, with no change to the record, at
+instants computed from the record's data (`_time`: `time_terms`, `thresholds`, `crossed`,
+`next_change`). Every other leaf depends on the record alone.
+
 SQL needs SQLite with its JSON functions (built in since 3.38) or PostgreSQL ≥ 12; no extension
 and no stored function.
 """
@@ -62,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 from ._describe import describe_condition
 from ._evaluate import ConditionExplanation, evaluate, explain
 from ._snapshot import EventSnapshot, RecordSnapshot
+from ._time import TimeTerm, crossed, next_change, thresholds, time_terms
 
 if TYPE_CHECKING:
     from ._sql import compile_condition, select_matching
@@ -70,11 +76,16 @@ __all__ = [
     "ConditionExplanation",
     "EventSnapshot",
     "RecordSnapshot",
+    "TimeTerm",
     "compile_condition",
+    "crossed",
     "describe_condition",
     "evaluate",
     "explain",
+    "next_change",
     "select_matching",
+    "thresholds",
+    "time_terms",
 ]
 
 

@@ -1,4 +1,10 @@
-"""The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here."""
+"""The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here.
+
+`CrossingRepository` is imported from `crmflow.store._crossings`, not from here: it compiles
+conditions, and the condition compiler (`crmflow.conditions._sql`) imports this package's
+tables, so importing it here would make the two packages' initialisation depend on which one is
+imported first.
+"""
 
 from ._changes import (
     ChangeNotParked,
@@ -28,6 +34,7 @@ from ._records import (
     merge_properties,
 )
 from ._runs import ScheduledRunRepository
+from ._sweeps import SweepConflict, SweepWindow, TimeSweepRepository
 from ._tables import (
     ACTIVE_STATUSES,
     Base,
@@ -40,8 +47,10 @@ from ._tables import (
     Record,
     RecordAssociation,
     RecordChange,
+    RecordDate,
     RecordList,
     Task,
+    TimeSweep,
     Workflow,
     WorkflowVersion,
 )
@@ -63,6 +72,7 @@ __all__ = [
     "stored_definition",
     "changed_properties",
     "RecordChange",
+    "RecordDate",
     "Lease",
     "Base",
     "Enrollment",
@@ -83,8 +93,12 @@ __all__ = [
     "ScheduledRunRepository",
     "StepWrite",
     "StoreError",
+    "SweepConflict",
+    "SweepWindow",
     "Task",
     "TaskRepository",
+    "TimeSweep",
+    "TimeSweepRepository",
     "Workflow",
     "WorkflowNotFound",
     "WorkflowRepository",

@@ -26,7 +26,16 @@ from crmflow.definitions import (
 
 from . import _changes as feed
 from ._changes import ChangeRepository, changed_properties
-from ._tables import Event, ListMembership, Record, RecordAssociation, RecordChange, RecordList
+from ._dates import DateRows
+from ._tables import (
+    Event,
+    ListMembership,
+    Record,
+    RecordAssociation,
+    RecordChange,
+    RecordDate,
+    RecordList,
+)
 
 
 class StoreError(Exception):
@@ -100,6 +109,9 @@ def merge_properties(current: Mapping[str, Any], values: Mapping[str, Any]) -> d
 
 
 class RecordRepository:
+    """Records, and with them their change feed entries and date index rows (`_dates`): every
+    write here keeps both in step, in the caller's transaction."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -122,16 +134,24 @@ class RecordRepository:
     ) -> tuple[Record, bool]:
         """Create the record or merge `values` into it. Returns (record, created)."""
         record = self.get(object_type, record_id, for_update=True)
+        dates = DateRows()
+        created = record is None
         if record is None:
-            record = self._add(object_type, record_id, values, now=now)
-            self.session.flush()
-            return record, True
-        self._change(record, values, now=now)
+            record = self._add(object_type, record_id, values, now=now, dates=dates)
+        else:
+            self._change(record, values, now=now, dates=dates)
         self.session.flush()
-        return record, False
+        dates.apply(self.session)
+        return record, created
 
     def _add(
-        self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
+        self,
+        object_type: str,
+        record_id: str,
+        values: Mapping[str, Any],
+        *,
+        now: datetime,
+        dates: DateRows,
     ) -> Record:
         check_record_key(object_type, record_id)
         properties = merge_properties({}, values)
@@ -144,6 +164,7 @@ class RecordRepository:
             updated_at=now,
         )
         self.session.add(record)
+        dates.created(object_type, record_id, properties)
         ChangeRepository(self.session).append(
             object_type,
             record_id,
@@ -153,12 +174,15 @@ class RecordRepository:
         )
         return record
 
-    def _change(self, record: Record, values: Mapping[str, Any], *, now: datetime) -> None:
+    def _change(
+        self, record: Record, values: Mapping[str, Any], *, now: datetime, dates: DateRows
+    ) -> None:
         after = merge_properties(record.properties, values)
         check_record_write(record.object_type, record.id, record.properties, values, after)
         before = changed_properties(record.properties, after)
         if not before:
             return  # a write that changes nothing is no change: no feed entry, no trigger
+        dates.changed(record.object_type, record.id, record.properties, after, before)
         record.properties = after
         record.updated_at = now
         ChangeRepository(self.session).append(
@@ -169,8 +193,10 @@ class RecordRepository:
         self, object_type: str, record_id: str, values: Mapping[str, Any], *, now: datetime
     ) -> Record:
         record = self.require(object_type, record_id, for_update=True)
-        self._change(record, values, now=now)
+        dates = DateRows()
+        self._change(record, values, now=now, dates=dates)
         self.session.flush()
+        dates.apply(self.session)
         return record
 
     def delete(self, object_type: str, record_id: str, *, now: datetime) -> bool:
@@ -183,6 +209,11 @@ class RecordRepository:
         )
         self.session.execute(
             delete(Event).where(Event.object_type == object_type, Event.record_id == record_id)
+        )
+        self.session.execute(
+            delete(RecordDate).where(
+                RecordDate.object_type == object_type, RecordDate.record_id == record_id
+            )
         )
         result = self.session.execute(
             delete(Record).where(Record.object_type == object_type, Record.id == record_id)
@@ -205,15 +236,19 @@ class RecordRepository:
             )
         }
         created = updated = 0
+        dates = DateRows()
         for record_id, values in rows:
             record = existing.get(record_id)
             if record is None:
-                existing[record_id] = self._add(object_type, record_id, values, now=now)
+                existing[record_id] = self._add(
+                    object_type, record_id, values, now=now, dates=dates
+                )
                 created += 1
             else:
-                self._change(record, values, now=now)
+                self._change(record, values, now=now, dates=dates)
                 updated += 1
         self.session.flush()
+        dates.apply(self.session)
         return created, updated
 
     def matching_ids(

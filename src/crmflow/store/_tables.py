@@ -109,6 +109,9 @@ class Event(Base):
             ["object_type", "record_id"], ["records.object_type", "records.id"], ondelete="CASCADE"
         ),
         Index("ix_events_record_name_time", "object_type", "record_id", "name", "occurred_at"),
+        # Events of one name that age out of a `within` window during a sweep's window: a range
+        # scan, whatever the number of records.
+        Index("ix_events_type_name_time", "object_type", "name", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -117,6 +120,31 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(128))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     properties: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+
+
+class RecordDate(Base):
+    """The instant of every property value that is a date (as conditions read it: epoch seconds,
+    UTC, fractions dropped), kept by `RecordRepository` in the transaction of each write: what
+    lets a sweep find the records whose time-relative conditions cross a moment with range
+    scans instead of reading every record. Only properties a condition can name are indexed."""
+
+    __tablename__ = "record_dates"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["object_type", "record_id"], ["records.object_type", "records.id"], ondelete="CASCADE"
+        ),
+        Index("ix_record_dates_type_property_at", "object_type", "property", "at"),
+        # On SQLite the rows live in the primary key's b-tree itself: one b-tree less to
+        # write on every record write.
+        {"sqlite_with_rowid": False},
+    )
+
+    object_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    property: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Epoch seconds, not a timestamp: a date value may lie beyond what a datetime holds
+    # (9999-12-31T23:59:59-23:59), and integers compare the same on every database.
+    at: Mapped[int] = mapped_column(BigInteger)
 
 
 class Workflow(Base):
@@ -322,6 +350,20 @@ class RecordChange(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Set when the dispatch failed too often: out of the feed until `crmflow changes retry`.
     parked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class TimeSweep(Base):
+    """How far the changes that time alone makes to a workflow's conditions have been handed to
+    the dispatcher: every crossing at an instant up to `swept_to` was, none after it. Advanced
+    in the transaction that hands a window's crossings over, so no window is done twice or
+    skipped."""
+
+    __tablename__ = "time_sweeps"
+
+    workflow_key: Mapped[str] = mapped_column(
+        ForeignKey("workflows.key", ondelete="CASCADE"), primary_key=True
+    )
+    swept_to: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Lease(Base):
