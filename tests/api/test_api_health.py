@@ -56,6 +56,20 @@ def test_readyz_is_503_when_the_store_is_unreachable(start_api: Callable[..., Ap
     assert "127.0.0.1" not in response.text  # the page is public: no address shown
 
 
+def test_requests_get_503_while_the_store_is_unreachable(start_api: Callable[..., Api]) -> None:
+    nowhere = create_store_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/crmflow")
+    try:
+        api = start_api(engine=nowhere, routers=all_routers())
+        key = api.store.key("admin")  # in the test's store: the API cannot read it
+        response = api.client(key).get("/demo/records/contact/ann")
+    finally:
+        nowhere.dispose()
+    body = assert_problem(response, 503, "unavailable")
+    assert body["detail"] == "the store did not answer; retry later"
+    assert response.headers["retry-after"] == "1"
+    assert "127.0.0.1" not in response.text
+
+
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -26,8 +26,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from temporalio.client import Client
 
@@ -40,10 +42,12 @@ from ._logging import RequestLogMiddleware
 from ._problems import (
     NOT_READY,
     PROBLEM_MEDIA_TYPE,
+    UNAVAILABLE,
     ApiProblem,
     Problem,
     api_problem_handler,
     http_problem_handler,
+    problem_response,
     validation_problem_handler,
 )
 from ._routing import ApiContext, PublicRoute, api_context, is_scoped, require_scoped_route
@@ -121,6 +125,8 @@ def create_app(
     app.add_exception_handler(ApiProblem, api_problem_handler)
     app.add_exception_handler(RequestValidationError, validation_problem_handler)
     app.add_exception_handler(HTTPException, http_problem_handler)
+    for error in (OperationalError, PoolTimeout):
+        app.add_exception_handler(error, _store_unavailable)
     # The last added runs first: log and catch everything, then refuse oversized bodies.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
@@ -130,6 +136,15 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """The store is down, unreachable or busy past its timeouts: 503, to retry (a client must
+    not take it for a bug, nor retry a 500 blindly)."""
+    log.warning("store unavailable in %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        UNAVAILABLE, "the store did not answer; retry later", headers={"Retry-After": "1"}
+    )
 
 
 def _problems_in_openapi(app: FastAPI) -> None:

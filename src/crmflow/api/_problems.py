@@ -54,6 +54,7 @@ IDEMPOTENCY_KEY_REUSED = ProblemKind(
 )
 RATE_LIMITED = ProblemKind("rate-limited", 429, "Too many requests")
 INTERNAL_ERROR = ProblemKind("internal-error", 500, "Internal server error")
+UNAVAILABLE = ProblemKind("unavailable", 503, "Service unavailable")
 NOT_READY = ProblemKind("not-ready", 503, "Not ready")
 
 KINDS: tuple[ProblemKind, ...] = (
@@ -70,6 +71,7 @@ KINDS: tuple[ProblemKind, ...] = (
     IDEMPOTENCY_KEY_REUSED,
     RATE_LIMITED,
     INTERNAL_ERROR,
+    UNAVAILABLE,
     NOT_READY,
 )
 _BY_STATUS = {kind.status: kind for kind in reversed(KINDS)}

@@ -126,26 +126,30 @@ def api_context(request: Request) -> ApiContext:
     return context
 
 
-def current_key(request: Request) -> Principal:
+# The dependencies are coroutines although nothing in them waits: FastAPI runs a plain function
+# dependency in a worker thread, a hop per dependency per request.
+
+
+async def current_key(request: Request) -> Principal:
     principal: Principal = request.state.principal
     return principal
 
 
-def unit_of_work(request: Request) -> UnitOfWork:
+async def unit_of_work(request: Request) -> UnitOfWork:
     unit: UnitOfWork = request.state.unit_of_work
     return unit
 
 
-def store_session(request: Request) -> Session:
-    # A plain function: FastAPI runs it in a worker thread, where connecting may block.
-    return unit_of_work(request).session()
+async def store_session(request: Request) -> Session:
+    # The session connects when first used, in the endpoint's thread.
+    return (await unit_of_work(request)).session()
 
 
 async def temporal_client(request: Request) -> Client:
     return await api_context(request).temporal()
 
 
-def services(request: Request) -> Any:
+async def services(request: Request) -> Any:
     return api_context(request).services
 
 
