@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from importlib.resources import files
@@ -88,6 +89,7 @@ def create_app(
             )
     reads = create_session_factory(engine, read_only=True)
     writes = create_session_factory(engine)
+    write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
     context = ApiContext(
         engine=engine,
         temporal=temporal,
@@ -104,8 +106,10 @@ def create_app(
             writes=writes,
             ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
             hold=timedelta(seconds=settings.idempotency_hold_seconds),
+            write_lock=write_lock,
         ),
         services=services,
+        write_lock=write_lock,
     )
     app = FastAPI(
         title="crmflow API",

@@ -12,8 +12,10 @@ request again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -82,9 +84,12 @@ class IdempotencyKeys:
         writes: sessionmaker[Session],
         ttl: timedelta,
         hold: timedelta,
+        write_lock: threading.Lock | None = None,
     ) -> None:
         self.reads = reads
         self.writes = writes
+        # SQLite: writers of this process take turns (see _routing.UnitOfWork).
+        self.write_lock = write_lock or contextlib.nullcontext()
         self.ttl = ttl
         self.hold = hold
         self._purged_at = float("-inf")
@@ -96,7 +101,7 @@ class IdempotencyKeys:
             )
 
     def _claim(self, key_id: int, key: str, digest: str, owner: str, purge: bool) -> Claim:
-        with self.writes.begin() as session:
+        with self.write_lock, self.writes.begin() as session:
             keys = IdempotencyRepository(session)
             now = database_now(session)
             if purge:
@@ -164,7 +169,7 @@ class IdempotencyKeys:
         )
 
     def _release(self, held: Held) -> None:
-        with self.writes.begin() as session:
+        with self.write_lock, self.writes.begin() as session:
             IdempotencyRepository(session).release(held.record_id, owner=held.owner)
 
     async def release(self, held: Held) -> None:

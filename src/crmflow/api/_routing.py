@@ -14,6 +14,7 @@ everything back: nothing is partly written.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -24,7 +25,7 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from sqlalchemy import Engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from starlette.responses import Response
 from temporalio.client import Client
 
@@ -62,17 +63,27 @@ class ApiContext:
     limiter: RateLimiter
     idempotency: IdempotencyKeys
     services: Any
+    # SQLite: the turn of this process's writers (see UnitOfWork); None elsewhere.
+    write_lock: threading.Lock | None = None
 
 
 class UnitOfWork:
     """The store transaction of one request. It begins at the request's first statement (so a
     SQLite write lock is held from then on only), and only the route commits it: sessions made
     by `sessions` join it through savepoints, and the request's own session refuses a commit
-    from anyone else."""
+    from anyone else.
 
-    def __init__(self, engine: Engine, *, read_only: bool) -> None:
+    `write_lock` (SQLite): writers of this process take turns on it before they begin, instead
+    of polling SQLite's lock with its busy handler, whose growing sleeps let a waiting request
+    lose its turn again and again (a long tail of latencies)."""
+
+    def __init__(
+        self, engine: Engine, *, read_only: bool, write_lock: threading.Lock | None = None
+    ) -> None:
         # SQLite: a reading request must not queue behind writers (see crmflow.store._engine).
         self._bind = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}) if read_only else engine
+        self._write_lock = None if read_only else write_lock
+        self._locked = False
         self._session: Session | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._committing = False
@@ -82,7 +93,15 @@ class UnitOfWork:
         if self._session is None:
             self._session = Session(bind=self._bind, expire_on_commit=False)
             event.listen(self._session, "before_commit", self._before_commit)
+            if self._write_lock is not None:
+                # Fired in the thread of the first statement, before the BEGIN.
+                event.listen(self._session, "after_transaction_create", self._take_turn)
         return self._session
+
+    def _take_turn(self, session: Session, transaction: SessionTransaction) -> None:
+        if transaction.parent is None and not self._locked and self._write_lock is not None:
+            self._write_lock.acquire()
+            self._locked = True
 
     def _before_commit(self, session: Session) -> None:
         if not self._committing:
@@ -115,10 +134,15 @@ class UnitOfWork:
 
     def close(self) -> None:
         """Roll back whatever was not committed, and give the connection back."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            self._sessions = None
-            session.close()
+        try:
+            if self._session is not None:
+                session, self._session = self._session, None
+                self._sessions = None
+                session.close()
+        finally:
+            if self._locked and self._write_lock is not None:
+                self._locked = False
+                self._write_lock.release()
 
 
 def api_context(request: Request) -> ApiContext:
@@ -221,7 +245,11 @@ async def _run(
     if isinstance(started, Response):
         return started
     held = started
-    unit = UnitOfWork(context.engine, read_only=request.method in SAFE_METHODS)
+    unit = UnitOfWork(
+        context.engine,
+        read_only=request.method in SAFE_METHODS,
+        write_lock=context.write_lock,
+    )
     request.state.unit_of_work = unit
     try:
         response = await handle(request)
