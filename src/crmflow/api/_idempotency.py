@@ -46,7 +46,7 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Response headers kept with a stored response.
 KEPT_HEADERS = ("content-type", "location")
-# Visible ASCII, as the draft's sf-string allows, up to the column's length.
+# Printable ASCII (space included), as the draft's sf-string allows, up to the column's length.
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
 PURGE_EVERY_SECONDS = 600.0
 
@@ -119,8 +119,8 @@ class IdempotencyKeys:
         if not _KEY.fullmatch(key):
             raise ApiProblem(
                 INVALID_REQUEST,
-                f"{HEADER} must be 1 to 255 visible ASCII characters",
-                errors=[(["header", HEADER], "1 to 255 visible ASCII characters")],
+                f"{HEADER} must be 1 to 255 printable ASCII characters",
+                errors=[(["header", HEADER], "1 to 255 printable ASCII characters")],
             )
         digest = request_hash(request, await request.body())
         # A read first: a retry is answered without queueing for a write (SQLite has one
