@@ -6,6 +6,20 @@ tables, so importing it here would make the two packages' initialisation depend 
 imported first.
 """
 
+from ._api_keys import (
+    KEY_PATTERN,
+    KEY_PREFIX,
+    ApiKeyExists,
+    ApiKeyNotFound,
+    ApiKeyRepository,
+    ApiScope,
+    check_api_key_name,
+    check_api_scope,
+    generate_key,
+    hash_key,
+    looks_like_key,
+    same_hash,
+)
 from ._changes import (
     ChangeNotParked,
     ChangeRepository,
@@ -13,6 +27,7 @@ from ._changes import (
     FeedEntry,
     changed_properties,
 )
+from ._engine import SQLITE_BEGIN, create_session_factory
 from ._enrollments import (
     ENDED_STATUSES,
     AlreadyEnrolled,
@@ -20,6 +35,7 @@ from ._enrollments import (
     StepWrite,
     temporal_workflow_id,
 )
+from ._idempotency import Claim, ClaimOutcome, IdempotencyRepository, StoredResponse
 from ._leases import Fence, LeaseRepository, database_now
 from ._messages import OutboxRepository, TaskRepository
 from ._records import (
@@ -37,10 +53,12 @@ from ._runs import ScheduledRunRepository
 from ._sweeps import SweepConflict, SweepWindow, TimeSweepRepository
 from ._tables import (
     ACTIVE_STATUSES,
+    ApiKey,
     Base,
     Enrollment,
     EnrollmentStep,
     Event,
+    IdempotencyRecord,
     Lease,
     ListMembership,
     OutboxMessage,
@@ -57,6 +75,26 @@ from ._tables import (
 from ._workflows import BrokenVersion, WorkflowNotFound, WorkflowRepository, stored_definition
 
 __all__ = [
+    "KEY_PATTERN",
+    "SQLITE_BEGIN",
+    "KEY_PREFIX",
+    "ApiKey",
+    "ApiKeyExists",
+    "ApiKeyNotFound",
+    "ApiKeyRepository",
+    "ApiScope",
+    "Claim",
+    "ClaimOutcome",
+    "IdempotencyRecord",
+    "IdempotencyRepository",
+    "StoredResponse",
+    "check_api_key_name",
+    "check_api_scope",
+    "create_session_factory",
+    "generate_key",
+    "hash_key",
+    "looks_like_key",
+    "same_hash",
     "ACTIVE_STATUSES",
     "ENDED_STATUSES",
     "AlreadyEnrolled",
