@@ -1,7 +1,7 @@
 """api keys and idempotency keys
 
 Revision ID: 0007
-Revises: 0005 (issue 12 adds 0006; this is re-chained after it when merged)
+Revises: 0006
 Create Date: 2026-12-02 14:45:42.739384
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
