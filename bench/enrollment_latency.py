@@ -43,13 +43,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
-from crmflow.store import EnrollmentRepository, temporal_workflow_id
-from crmflow.store._engine import create_session_factory, ensure_postgres_database
+from crmflow import services
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
+from crmflow.store import (
+    EnrollmentRepository,
+    create_session_factory,
+    ensure_postgres_database,
+    temporal_workflow_id,
+)
 from crmflow.triggers import Dispatcher
-from crmflow.worker import _search_attributes as sa
 from crmflow.worker import build_worker
+from crmflow.worker import search_attributes as sa
 
 KEY = "latency-bench"
 FIRST_ACTION = "qualify"
@@ -179,7 +184,12 @@ async def main() -> None:
         services.publish_files(app, [path])
         await services.activate(app, KEY)
         # As `crmflow up` runs them (starter/up.py serve_worker): one loop, one process.
-        worker = build_worker(env.client, app.sessions, task_queue=app.settings.task_queue)
+        worker = build_worker(
+            env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, env.client, app.settings.task_queue),
+            task_queue=app.settings.task_queue,
+        )
         dispatcher = Dispatcher(
             app.sessions, env.client, task_queue=app.settings.task_queue, poll_interval=args.poll
         )

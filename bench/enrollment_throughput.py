@@ -25,11 +25,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from crmflow.activities.models import EnrollmentContext, EnrollmentInput
 from crmflow.definitions import WorkflowDefinition
-from crmflow.starter._app import App, Settings
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.enrolling import enrollment_search_attributes as search_attributes
+from crmflow.services import App, Settings
 from crmflow.store import EnrollmentRepository, RecordRepository, WorkflowRepository
-from crmflow.triggers import enrollment_search_attributes as search_attributes
 from crmflow.worker import EnrollmentWorkflow, build_worker
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from handwritten import HandWrittenWorkflow  # noqa: E402  (own module: the sandbox re-imports it)
@@ -162,7 +163,11 @@ async def main() -> None:
     )
     try:
         worker = build_worker(
-            env.client, app.sessions, task_queue="bench", extra_workflows=[HandWrittenWorkflow]
+            env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, env.client, "bench"),
+            task_queue="bench",
+            extra_workflows=[HandWrittenWorkflow],
         )
         async with worker:
             # Alternate the order (A B, B A, …) so warm-up and drift fall on both alike.

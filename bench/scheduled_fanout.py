@@ -54,19 +54,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from crmflow import services
 from crmflow.activities.models import EnrollmentContext, EnrollmentInput
 from crmflow.activities.schedules import SchedulingActivities
-from crmflow.conditions import select_matching
 from crmflow.definitions import WEEKDAYS, WorkflowDefinition
-from crmflow.starter import _schedules, services
-from crmflow.starter._app import App, Settings
-from crmflow.starter.devserver import temporal_cli_path
-from crmflow.store import RecordRepository
-from crmflow.store._engine import ensure_postgres_database
-from crmflow.triggers import enrollment_search_attributes
-from crmflow.triggers._fanout import CONCURRENCY, PAGE_SIZE
+from crmflow.enrolling import CONCURRENCY, PAGE_SIZE, enrollment_search_attributes
+from crmflow.services import App, Settings
+from crmflow.services import schedules as _schedules
+from crmflow.services.devserver import temporal_cli_path
+from crmflow.store import RecordRepository, ensure_postgres_database, select_matching
 from crmflow.worker import EnrollmentWorkflow
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 from crmflow.worker._scheduled import ScheduledRunWorkflow
 from crmflow.worker._worker import workflow_runner
 

@@ -51,15 +51,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmflow.conditions import TimeTerm, time_terms
 from crmflow.definitions import WorkflowDefinition
-from crmflow.store import Event, RecordRepository
-from crmflow.store import _records as records_module
-from crmflow.store._crossings import CrossingRepository
-from crmflow.store._engine import (
+from crmflow.store import (
+    CrossingRepository,
+    Event,
+    RecordRepository,
     create_session_factory,
     create_store_engine,
     ensure_postgres_database,
     upgrade_database,
 )
+from crmflow.store import _records as records_module
 
 OBJECT_TYPE = "contact"
 T = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # the sweep's "now": window (a) is (T, T + 60 s]

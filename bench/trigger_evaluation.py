@@ -47,11 +47,25 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
+from crmflow import services
 from crmflow.activities.models import GoalMetSignal, UnenrollSignal
 from crmflow.conditions import EventSnapshot, RecordSnapshot
 from crmflow.definitions import WorkflowDefinition
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.enrolling import _starting as starting_module
+from crmflow.rules import (
+    CREATED,
+    DELETED,
+    EVENT,
+    LISTED,
+    UPDATED,
+    ActiveEnrollment,
+    Change,
+    Enroll,
+    Trigger,
+    decide,
+)
+from crmflow.services import App, Settings
 from crmflow.store import (
     ACTIVE_STATUSES,
     ChangeRepository,
@@ -66,29 +80,12 @@ from crmflow.store import (
     RecordRepository,
     WorkflowRepository,
     changed_properties,
+    ensure_postgres_database,
     merge_properties,
     temporal_workflow_id,
 )
-from crmflow.store._engine import ensure_postgres_database
-from crmflow.triggers import (
-    Change,
-    Dispatcher,
-    Enroll,
-    EnrollmentStarter,
-    Trigger,
-    TriggerIndex,
-    decide,
-)
+from crmflow.triggers import Dispatcher, TriggerIndex
 from crmflow.triggers import _dispatcher as dispatcher_module
-from crmflow.triggers import _starting as starting_module
-from crmflow.triggers._decide import (
-    CREATED,
-    DELETED,
-    EVENT,
-    LISTED,
-    UPDATED,
-    ActiveEnrollment,
-)
 
 OBJECT_TYPE = "contact"
 TARGET_US = 1000.0

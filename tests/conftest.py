@@ -25,12 +25,13 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from crmflow import services
 from crmflow.activities.models import UnenrollSignal
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
 from crmflow.store import ACTIVE_STATUSES, Enrollment
 from crmflow.worker import EnrollmentWorkflow, build_worker
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 
 
 def binary(name: str) -> str:
@@ -134,8 +135,9 @@ async def end_running_enrollments(env: WorkflowEnvironment, app: App) -> None:
 def new_worker(env: WorkflowEnvironment, app: App) -> Callable[..., Any]:
     @asynccontextmanager
     async def start(**kwargs: Any) -> AsyncIterator[Worker]:
+        starter = EnrollmentStarter(app.sessions, env.client, app.settings.task_queue)
         worker = build_worker(
-            env.client, app.sessions, task_queue=app.settings.task_queue, **kwargs
+            env.client, app.sessions, enroller=starter, task_queue=app.settings.task_queue, **kwargs
         )
         async with worker:
             try:

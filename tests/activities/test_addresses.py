@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities.config import OutwardSettings, SmtpSettings
 from crmflow.activities.messages import InvalidAddress, one_line, single_mailbox, smtp_message
-from crmflow.starter import services
 from crmflow.store import OutboxMessage
 
 # Record property -> a value that is not one plain mailbox.

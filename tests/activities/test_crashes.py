@@ -13,8 +13,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from tests_support import Crash, crashing_worker, enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities.config import SmtpSettings
-from crmflow.starter import services
 from crmflow.store import Record
 from crmflow.worker import EnrollmentWorkflow, workflow_runner
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities.config import ConfigError, OutwardSettings, SmtpSettings
-from crmflow.starter import services
 from crmflow.store import OutboxRepository
 
 MAILS: dict[str, Any] = {

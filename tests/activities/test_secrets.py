@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from tests_support import Crash, crashing_worker, enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities._secrets import Secrets, redact_url_credentials
 from crmflow.activities.config import ConfigError, OutwardSettings
-from crmflow.starter import services
 
 ALLOW = OutwardSettings(allow_private_webhooks=True)
 PASSWORD = "pa55-in-the-url"

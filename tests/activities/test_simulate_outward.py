@@ -10,7 +10,7 @@ from pathlib import Path
 import custom_handlers
 from ruamel.yaml import YAML
 
-from crmflow.starter import _simulate
+from crmflow.services import simulate as _simulate
 
 
 async def test_nothing_leaves_a_simulation(tmp_path: Path, receiver, mailbox, monkeypatch):

@@ -12,9 +12,9 @@ from conftest import running_mailbox
 from temporalio.exceptions import ApplicationError
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities.config import ConfigError, OutwardSettings, SmtpSettings
 from crmflow.activities.messages import smtp_send
-from crmflow.starter import services
 from crmflow.store import OutboxRepository
 
 MAIL = {

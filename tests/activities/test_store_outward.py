@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities import custom as custom_module
 from crmflow.activities.config import ConfigError, OutwardSettings, parse_actions_setting
 from crmflow.activities.custom import HandlerRegistry
-from crmflow.starter import services
-from crmflow.starter.cli import cli
+from crmflow.cli import cli
 from crmflow.store import AssociationRepository, RecordChange
 
 HANDLERS = (
@@ -113,8 +113,8 @@ async def test_enrolling_is_idempotent_across_retries(app, env, new_worker, publ
         manual("quick", [{"id": "mark", "type": "set_property", "property": "q", "value": 1}])
     )
     services.set_record(app, "contact", "ann", {"firstname": "Ann"})
-    from crmflow.starter.services import load_version
-    from crmflow.triggers import EnrollmentStarter
+    from crmflow.enrolling import EnrollmentStarter
+    from crmflow.services import load_version
 
     definition, version = load_version(app, "quick")
     starter = EnrollmentStarter(app.sessions, env.client, app.settings.task_queue)

@@ -8,11 +8,11 @@ from typing import Any
 
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities.config import OutwardSettings
 from crmflow.definitions import WorkflowDefinition
 from crmflow.limits import MAX_RENDERED_CHARS
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.services import App
 from crmflow.store import WorkflowRepository
 
 ALLOW = OutwardSettings(allow_private_webhooks=True)

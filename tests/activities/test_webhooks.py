@@ -11,6 +11,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from tests_support import enroll_one, result_of, steps_of
 
+from crmflow import services
 from crmflow.activities._secrets import Secrets
 from crmflow.activities.config import OutwardSettings
 from crmflow.activities.webhooks import (
@@ -21,7 +22,6 @@ from crmflow.activities.webhooks import (
     forbidden_address,
     retry_after,
 )
-from crmflow.starter import services
 from crmflow.store import Enrollment, EnrollmentRepository
 
 ALLOW = OutwardSettings(allow_private_webhooks=True)

@@ -11,6 +11,7 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from crmflow import services
 from crmflow.activities.custom import CustomActivities, HandlerRegistry
 from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
@@ -18,8 +19,7 @@ from crmflow.activities.models import ActionInput, EnrollmentResult
 from crmflow.activities.records import RecordActivities
 from crmflow.activities.webhooks import WebhookActivities
 from crmflow.activities.workflows import WorkflowActivities
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, workflow_runner
 
 

@@ -13,8 +13,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from crmflow.api import ApiSettings, create_app
-from crmflow.store import create_session_factory
-from crmflow.store._engine import create_store_engine, upgrade_database
+from crmflow.store import create_session_factory, create_store_engine, upgrade_database
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.api import PROBLEM_MEDIA_TYPE, ApiSettings
-from crmflow.store._engine import create_store_engine
+from crmflow.store import create_store_engine
 
 
 def test_healthz_needs_no_key(start_api: Callable[..., Api]) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy import Engine, delete, insert
 
-from crmflow.conditions import RecordSnapshot, select_matching
+from crmflow.conditions import RecordSnapshot
 from crmflow.definitions._conditions import Condition
-from crmflow.store._tables import Event, ListMembership, Record, RecordList
+from crmflow.store import Event, ListMembership, Record, RecordList, select_matching
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 """A fixed `now`, with a fraction of a second to exercise the flooring to whole seconds."""

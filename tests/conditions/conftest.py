@@ -15,7 +15,7 @@ from pg_databases import fresh_database
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from crmflow.store._tables import Base
+from crmflow.store import Base
 
 
 @pytest.fixture(scope="session")

@@ -21,15 +21,15 @@ from test_condition_agreement import trees
 from test_condition_time import single_terms, windows, worlds
 
 from crmflow.conditions import RecordSnapshot, crossed, thresholds, time_terms
-from crmflow.store import RecordRepository
-from crmflow.store._crossings import CrossingRepository
-from crmflow.store._tables import (
+from crmflow.store import (
+    CrossingRepository,
     Event,
     ListMembership,
     Record,
     RecordChange,
     RecordDate,
     RecordList,
+    RecordRepository,
 )
 
 

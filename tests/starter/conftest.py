@@ -21,11 +21,12 @@ from ruamel.yaml import YAML
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.starter._app import App, Settings
-from crmflow.starter.cli import cli
-from crmflow.starter.devserver import temporal_cli_path
-from crmflow.worker import _search_attributes as sa
+from crmflow.cli import cli
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
+from crmflow.services.devserver import temporal_cli_path
 from crmflow.worker import build_worker
+from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 
@@ -190,7 +191,12 @@ def e2e_cli(temporal_dev_env: DevEnv, tmp_path: Path) -> Iterator[Cli]:
     background = temporal_dev_env.background
 
     async def make_worker() -> Any:
-        return build_worker(temporal_dev_env.env.client, app.sessions, task_queue=task_queue)
+        return build_worker(
+            temporal_dev_env.env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, temporal_dev_env.env.client, task_queue),
+            task_queue=task_queue,
+        )
 
     worker = background.run(make_worker())
     running = background.spawn(worker.run())

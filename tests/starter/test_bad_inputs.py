@@ -37,9 +37,10 @@ from ruamel.yaml import YAML
 from sqlalchemy import delete, insert, select
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
-from crmflow.starter.cli import cli
+from crmflow import services
+from crmflow.cli import cli
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
 from crmflow.store import Base, ChangeRepository, EnrollmentRepository
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
@@ -710,7 +711,12 @@ async def harness(
         await services.activate(app, "probe")
         await services.activate(app, "manual")
         h = Harness(app, time_skipping_env, directory, task_queue=task_queue)
-        async with build_worker(time_skipping_env.client, app.sessions, task_queue=task_queue):
+        async with build_worker(
+            time_skipping_env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, time_skipping_env.client, task_queue),
+            task_queue=task_queue,
+        ):
             problem = await dispatcher_pass(h)
             assert problem is None, problem
             yield h

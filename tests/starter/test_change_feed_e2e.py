@@ -17,10 +17,10 @@ import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
-from crmflow.starter._app import App, Settings
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
 from crmflow.store import ChangeRepository, Event
-from crmflow.triggers import Dispatcher
-from crmflow.triggers._reconcile import Reconciler
+from crmflow.triggers import Dispatcher, Reconciler
 from crmflow.worker import build_worker
 
 Cli = Any  # conftest.Cli
@@ -43,7 +43,12 @@ class Stack:
         )
 
         async def make_worker() -> Any:
-            return build_worker(self.client, self.app.sessions, task_queue=task_queue)
+            return build_worker(
+                self.client,
+                self.app.sessions,
+                enroller=EnrollmentStarter(self.app.sessions, self.client, task_queue),
+                task_queue=task_queue,
+            )
 
         self.worker = dev.background.run(make_worker())
         self.running = dev.background.spawn(self.worker.run())

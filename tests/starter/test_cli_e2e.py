@@ -20,7 +20,7 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 
 Cli = Any  # conftest.Cli (conftest modules are not importable by name)
 DevEnv = Any  # conftest.DevEnv

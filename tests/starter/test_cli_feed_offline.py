@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import insert, update
 
-from crmflow.starter._app import App, Settings
+from crmflow.services import App, Settings
 from crmflow.store import (
     ChangeRepository,
     LeaseRepository,

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from crmflow.starter import services
-from crmflow.starter.cli import cli
+from crmflow import services
+from crmflow.cli import cli
 
 Write = Callable[[dict[str, Any]], Path]
 Cli = Any  # conftest.Cli (conftest modules are not importable by name)

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from hostile_definitions import Hostile, documents
 from hypothesis import HealthCheck, given, settings
 
+from crmflow import services
+from crmflow.cli import cli
 from crmflow.definitions import DefinitionError, WorkflowDefinition
-from crmflow.starter import services
-from crmflow.starter._app import App
-from crmflow.starter.cli import cli
+from crmflow.services import App
 from crmflow.store import WorkflowRepository
 
 Write = Callable[[dict[str, Any]], Path]

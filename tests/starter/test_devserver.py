@@ -12,8 +12,8 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from crmflow.starter.devserver import DevServer, DevServerError, temporal_cli_path
-from crmflow.worker import _search_attributes as sa
+from crmflow.services.devserver import DevServer, DevServerError, temporal_cli_path
+from crmflow.worker import search_attributes as sa
 
 
 def free_port() -> int:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.starter import _review, services
-from crmflow.starter._app import App
-from crmflow.starter.services import UserError
+from crmflow import services
+from crmflow.services import App, UserError
+from crmflow.services import review as _review
 from crmflow.store import WorkflowRepository
 from crmflow.triggers import Dispatcher
 

@@ -358,8 +358,8 @@ def test_run_recovers_enrollments_whose_start_was_lost(
     rows `running` with nothing behind them: the next run starts those, and still skips a
     record whose enrollment really runs."""
     from crmflow.definitions import WorkflowDefinition
-    from crmflow.starter._app import App, Settings
-    from crmflow.triggers import EnrollmentStarter, Ready
+    from crmflow.enrolling import EnrollmentStarter, Ready
+    from crmflow.services import App, Settings
 
     cli = e2e_cli
     key = unique_key("lost")

@@ -17,8 +17,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from crmflow.schedules._dst import offset_changes
-from crmflow.starter import _simulate
-from crmflow.starter._simulate import SimulatedEvent, parse_event
+from crmflow.services import simulate as _simulate
+from crmflow.services.simulate import SimulatedEvent, parse_event
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

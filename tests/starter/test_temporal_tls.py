@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.starter._app import Settings, connect_temporal
-from crmflow.starter.cli import cli
+from crmflow.cli import cli
+from crmflow.services import Settings, connect_temporal
 
 SERVER_NAME = "temporal.test"
 

@@ -16,9 +16,11 @@ from crmflow.store import (
     Lease,
     LeaseRepository,
     RecordRepository,
+    create_session_factory,
+    create_store_engine,
     database_now,
+    upgrade_database,
 )
-from crmflow.store._engine import create_session_factory, create_store_engine, upgrade_database
 
 DELAYS = (timedelta(seconds=5), timedelta(seconds=30))
 TTL = timedelta(seconds=15)

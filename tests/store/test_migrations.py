@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, insert, select, text
 
 import crmflow.store._engine as store_engine
+from crmflow.store import Base, Record, RecordDate
 from crmflow.store._engine import (
     alembic_config,
     create_store_engine,
@@ -26,7 +27,6 @@ from crmflow.store._engine import (
     store_url,
     upgrade_database,
 )
-from crmflow.store._tables import Base, Record, RecordDate
 
 PG_ENV = "CRMFLOW_TEST_PG_URL"
 

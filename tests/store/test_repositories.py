@@ -20,9 +20,11 @@ from crmflow.store import (
     StepWrite,
     StoreError,
     WorkflowRepository,
+    create_session_factory,
+    create_store_engine,
     load_snapshot,
+    upgrade_database,
 )
-from crmflow.store._engine import create_session_factory, create_store_engine, upgrade_database
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 

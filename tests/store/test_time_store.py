@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crmflow.conditions import time_terms
 from crmflow.definitions._conditions import EventFilter, PropertyFilter
 from crmflow.store import (
+    CrossingRepository,
     Event,
     ListMembership,
     Record,
@@ -29,10 +30,11 @@ from crmflow.store import (
     TimeSweepRepository,
     WorkflowNotFound,
     WorkflowRepository,
+    create_session_factory,
+    create_store_engine,
+    upgrade_database,
 )
-from crmflow.store._crossings import CrossingRepository
 from crmflow.store._dates import date_rows
-from crmflow.store._engine import create_session_factory, create_store_engine, upgrade_database
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 LONG_NAME = "p" * 200  # no condition can name it: never indexed, never in the way of a write

@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import update
 from temporalio.testing import WorkflowEnvironment
 
+from crmflow import services
 from crmflow.activities.models import EnrollmentResult
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.rules import Change
+from crmflow.services import App
 from crmflow.store import ChangeRepository, Lease
-from crmflow.triggers import Change, Dispatcher
+from crmflow.triggers import Dispatcher
 
 LEAD = {"property": "lifecycle_stage", "op": "eq", "value": "lead"}
 

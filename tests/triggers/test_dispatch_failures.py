@@ -18,11 +18,11 @@ from temporalio.testing import WorkflowEnvironment
 from test_automatic_enrollment import nurture, pending, settle, statuses, until_waiting, wait_for
 
 import crmflow.triggers._dispatcher as dispatcher_module
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow import services
+from crmflow.rules import Change
+from crmflow.services import App
 from crmflow.store import ChangeRepository, Lease, RecordChange, Workflow, WorkflowVersion
-from crmflow.triggers import Change, Dispatcher
-from crmflow.triggers._dispatcher import LeaseLost, TemporalUnreachable
+from crmflow.triggers import Dispatcher, LeaseLost, TemporalUnreachable
 
 NO_WAIT = (timedelta(0),) * 4  # retried at once: the test drives each attempt
 

@@ -21,12 +21,12 @@ from temporalio.worker import Replayer, Worker
 from test_enrollment_workflow import enroll_one, result_of, until_waiting
 from test_waits import held_email
 
+from crmflow import services
 from crmflow.activities._once import run_outward
 from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.models import ActionInput, ActionResult, EventSignal
 from crmflow.activities.records import RecordActivities
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, _policies, workflow_runner
 
 LIMIT = 40  # events: a few signals or timers are enough to continue as new

@@ -14,13 +14,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from crmflow import services
 from crmflow.activities.messages import MessageActivities
 from crmflow.activities.models import ActionInput, ActionResult, EnrollmentResult
 from crmflow.activities.records import RecordActivities
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, workflow_runner
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 
 WELCOME: dict[str, Any] = {
     "key": "welcome",

@@ -15,9 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from test_enrollment_workflow import enroll_one, result_of, until_waiting
 
+from crmflow import services
 from crmflow.activities.models import ScheduledRunInput, UnenrollSignal
-from crmflow.starter import services
-from crmflow.starter._app import App
+from crmflow.services import App
 from crmflow.store import WorkflowRepository
 from crmflow.triggers import Dispatcher
 from crmflow.worker import EnrollmentWorkflow, workflow_runner

@@ -4,29 +4,26 @@ their enrollments with bounded concurrency."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.client import Client
 
-from crmflow.conditions import select_matching
-from crmflow.store import BrokenVersion, ScheduledRunRepository, WorkflowRepository
+from crmflow.store import (
+    BrokenVersion,
+    ScheduledRunRepository,
+    WorkflowRepository,
+    select_matching,
+)
 
 from .models import ScheduledRunInput, ScheduledRunResult
-
-if TYPE_CHECKING:
-    from crmflow.triggers import Outcome
+from .ports import Enroller, Outcome
 
 
 class SchedulingActivities:
-    def __init__(self, sessions: sessionmaker[Session], client: Client, task_queue: str) -> None:
-        # Imported here: crmflow.triggers starts enrollment workflows, so it imports the worker
-        # package, which imports this module.
-        from crmflow.triggers import EnrollmentStarter
-
+    def __init__(self, sessions: sessionmaker[Session], starter: Enroller) -> None:
         self.sessions = sessions
-        self.starter = EnrollmentStarter(sessions, client, task_queue)
+        self.starter = starter
 
     @activity.defn(name="run_schedule")
     async def run_schedule(self, input: ScheduledRunInput) -> ScheduledRunResult:
@@ -77,11 +74,7 @@ class SchedulingActivities:
             activity.heartbeat(last_id, counts)
             self._save(run_id, counts, status="running")
 
-        from crmflow.triggers import enroll_selected  # see __init__
-
-        await enroll_selected(
-            self.sessions,
-            self.starter,
+        await self.starter.enroll_selected(
             definition,
             version,
             selection,

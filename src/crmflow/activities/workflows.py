@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
-from temporalio.client import Client
 
 from crmflow.definitions import (
     EnrollInWorkflowAction,
@@ -18,18 +16,13 @@ from crmflow.store import BrokenVersion, EnrollmentRepository, WorkflowRepositor
 
 from ._once import run_outward
 from .models import ActionInput, ActionResult
-
-if TYPE_CHECKING:
-    from crmflow.triggers import EnrollmentStarter
+from .ports import Enroller
 
 
 class WorkflowActivities:
-    def __init__(self, sessions: sessionmaker[Session], client: Client, task_queue: str) -> None:
-        # Imported here: crmflow.triggers imports the worker package, which imports this module.
-        from crmflow.triggers import EnrollmentStarter
-
+    def __init__(self, sessions: sessionmaker[Session], starter: Enroller) -> None:
         self.sessions = sessions
-        self.starter: EnrollmentStarter = EnrollmentStarter(sessions, client, task_queue)
+        self.starter = starter
 
     @activity.defn(name="enroll_in_workflow")
     async def enroll_in_workflow(self, input: ActionInput) -> ActionResult:

@@ -1,9 +1,10 @@
 """The condition engine: one condition, evaluated on a record in Python or compiled to SQL.
 
 `evaluate(condition, snapshot, now=...)` and `explain(...)` are pure Python (no SQLAlchemy is
-imported for them: safe in the Temporal workflow sandbox). `compile_condition(...)` and
-`select_matching(...)` build SQLAlchemy clauses over the store for SQLite and PostgreSQL; they are
-imported lazily. Both sides give the same answer for every record; the test suite checks it with
+imported for them: safe in the Temporal workflow sandbox). `crmflow.store`'s
+`compile_condition(...)` and `select_matching(...)` build SQLAlchemy clauses over the store for
+SQLite and PostgreSQL from the same plans (`crmflow.conditions.plans`). Both sides give the
+same answer for every record; the test suite checks it with
 generated records and conditions on both databases. `describe_condition(...)` writes a condition
 in words, for pictures and listings.
 
@@ -56,44 +57,41 @@ Time. `within_last`, `more_than_ago`, `before`/`after` with a duration and event
 instants computed from the record's data (`_time`: `time_terms`, `thresholds`, `crossed`,
 `next_change`). Every other leaf depends on the record alone.
 
-SQL needs SQLite with its JSON functions (built in since 3.38) or PostgreSQL ≥ 12; no extension
-and no stored function.
+The same conditions compiled to SQL (`compile_condition`, `select_matching`) live in the store
+(`crmflow.store`), which owns every SQL statement.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._describe import describe_condition
 from ._evaluate import ConditionExplanation, evaluate, explain
 from ._snapshot import EventSnapshot, RecordSnapshot
-from ._time import TimeTerm, crossed, next_change, thresholds, time_terms
-
-if TYPE_CHECKING:
-    from ._sql import compile_condition, select_matching
+from ._time import (
+    MAX_US,
+    MIN_US,
+    SECOND_US,
+    TimeTerm,
+    crossed,
+    from_micros,
+    next_change,
+    thresholds,
+    time_terms,
+)
 
 __all__ = [
+    "MAX_US",
+    "MIN_US",
+    "SECOND_US",
+    "from_micros",
     "ConditionExplanation",
     "EventSnapshot",
     "RecordSnapshot",
     "TimeTerm",
-    "compile_condition",
     "crossed",
     "describe_condition",
     "evaluate",
     "explain",
     "next_change",
-    "select_matching",
     "thresholds",
     "time_terms",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The SQL side imports SQLAlchemy and the store tables: loaded only when asked for, so that
-    # workflow code importing `evaluate` stays free of them.
-    if name in ("compile_condition", "select_matching"):
-        from . import _sql
-
-        return getattr(_sql, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from crmflow.definitions._conditions import (
+from crmflow.definitions import (
     AllCondition,
     AnyCondition,
     Condition,
@@ -20,9 +20,10 @@ from crmflow.definitions._conditions import (
     NotInListFilter,
     PropertyFilter,
     PropertyOp,
+    format_duration,
+    parse_duration,
     parse_iso_date,
 )
-from crmflow.definitions._durations import format_duration, parse_duration
 
 ELLIPSIS = "…"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crmflow.definitions._conditions import (
+from crmflow.definitions import (
     AllCondition,
     AnyCondition,
     Condition,
@@ -22,11 +22,11 @@ from crmflow.definitions._conditions import (
     NotInListFilter,
     PropertyFilter,
     PropertyOp,
+    format_duration,
 )
-from crmflow.definitions._durations import format_duration
 
 from ._snapshot import RecordSnapshot
-from ._values import EventPlan, plan_event, plan_property
+from .plans import EventPlan, plan_event, plan_property
 
 
 def evaluate(condition: Condition, snapshot: RecordSnapshot, *, now: datetime) -> bool:

@@ -6,7 +6,7 @@ arithmetic overflows a `datetime` and no boundary is off by a rounding.
 
 Each term changes only at instants that follow from the record's data: an *anchor* (the epoch
 second E of a date property value, or an event's `occurred_at`) plus a fixed *offset*. As
-`_values` plans them (`now` floored to the second for property tests, exact for events):
+`plans` plans them (`now` floored to the second for property tests, exact for events):
 
 - `within_last D` holds while floor(now - D) <= E <= floor(now): it turns true at E and false
   at E + D + 1 s (a future date is not in the last D);
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from crmflow.definitions._conditions import (
+from crmflow.definitions import (
     AllCondition,
     AnyCondition,
     Condition,
@@ -49,12 +49,12 @@ from crmflow.definitions._conditions import (
     NotInListFilter,
     PropertyFilter,
     PropertyOp,
+    parse_duration,
 )
-from crmflow.definitions._durations import parse_duration
 
 from ._evaluate import evaluate
 from ._snapshot import RecordSnapshot
-from ._values import _is_iso, date_epoch, plan_event
+from .plans import _is_iso, date_epoch, plan_event
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

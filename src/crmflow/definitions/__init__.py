@@ -92,9 +92,10 @@ from ._names import (
     shown,
 )
 from ._schedules import DailySchedule, MonthlySchedule, Schedule, WeeklySchedule, YearlySchedule
-from ._types import END, WEEKDAYS, Weekday
+from ._types import END, PROPERTY_NAME_PATTERN, WEEKDAYS, Weekday
 
 __all__ = [
+    "PROPERTY_NAME_PATTERN",
     "END",
     "EVENT_PROPERTIES_MAX_BYTES",
     "INTEGER_MAX",

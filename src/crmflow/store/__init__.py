@@ -1,10 +1,6 @@
-"""The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here.
-
-`CrossingRepository` is imported from `crmflow.store._crossings`, not from here: it compiles
-conditions, and the condition compiler (`crmflow.conditions._sql`) imports this package's
-tables, so importing it here would make the two packages' initialisation depend on which one is
-imported first.
-"""
+"""The store: SQLAlchemy tables and repositories. All SQL of crmflow lives here, the
+conditions compiled to SQL included (`compile_condition`, `select_matching`, the time sweep's
+`CrossingRepository`)."""
 
 from ._api_keys import (
     KEY_PATTERN,
@@ -27,7 +23,15 @@ from ._changes import (
     FeedEntry,
     changed_properties,
 )
-from ._engine import SQLITE_BEGIN, create_session_factory
+from ._crossings import CrossingRepository
+from ._engine import (
+    DEFAULT_DB_URL,
+    SQLITE_BEGIN,
+    create_session_factory,
+    create_store_engine,
+    ensure_postgres_database,
+    upgrade_database,
+)
 from ._enrollments import (
     ENDED_STATUSES,
     AlreadyEnrolled,
@@ -50,6 +54,7 @@ from ._records import (
     merge_properties,
 )
 from ._runs import ScheduledRunRepository
+from ._selection import compile_condition, select_matching
 from ._sweeps import SweepConflict, SweepWindow, TimeSweepRepository
 from ._tables import (
     ACTIVE_STATUSES,
@@ -67,6 +72,7 @@ from ._tables import (
     RecordChange,
     RecordDate,
     RecordList,
+    ScheduledRun,
     Task,
     TimeSweep,
     Workflow,
@@ -75,6 +81,13 @@ from ._tables import (
 from ._workflows import BrokenVersion, WorkflowNotFound, WorkflowRepository, stored_definition
 
 __all__ = [
+    "CrossingRepository",
+    "compile_condition",
+    "select_matching",
+    "DEFAULT_DB_URL",
+    "create_store_engine",
+    "ensure_postgres_database",
+    "upgrade_database",
     "KEY_PATTERN",
     "SQLITE_BEGIN",
     "KEY_PREFIX",

@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy import Select, not_, select, union_all
 from sqlalchemy.orm import Session
 
-from crmflow.conditions import TimeTerm, compile_condition
-from crmflow.conditions._time import MAX_US, MIN_US, SECOND_US, from_micros
-from crmflow.definitions._conditions import EventFilter
+from crmflow.conditions import MAX_US, MIN_US, SECOND_US, TimeTerm, from_micros
+from crmflow.definitions import EventFilter
 
+from ._selection import compile_condition
 from ._tables import Event, Record, RecordDate
 
 # No date value lies beyond these epoch seconds (year 1 to 9999, offsets of up to a day): a

@@ -1,7 +1,7 @@
 """The date index (`record_dates`): the instant of each date value of each record, kept in step
 with the records by `RecordRepository`, in the transaction of every write.
 
-A row holds what the conditions compare (`conditions._values.date_epoch`: epoch seconds, UTC,
+A row holds what the conditions compare (`conditions.plans.date_epoch`: epoch seconds, UTC,
 fraction dropped; a date alone is its midnight UTC), so a range scan over `(object_type,
 property, at)` finds exactly the records whose time-relative terms change in a window. Only
 property names a condition can name are indexed: a store may hold others (written by an older
@@ -18,9 +18,8 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, insert, update
 from sqlalchemy.orm import Session
 
-from crmflow.conditions._values import date_epoch
-from crmflow.definitions import PROPERTY_NAME_MAX_LENGTH
-from crmflow.definitions._types import PROPERTY_NAME_PATTERN
+from crmflow.conditions.plans import date_epoch
+from crmflow.definitions import PROPERTY_NAME_MAX_LENGTH, PROPERTY_NAME_PATTERN
 
 from ._tables import RecordDate
 

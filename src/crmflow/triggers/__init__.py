@@ -1,34 +1,15 @@
-"""Automatic enrollment: the change feed turned into enrollments and signals."""
+"""Automatic enrollment: the change feed turned into enrollments and signals, by the rules of
+`crmflow.rules`, through the starter of `crmflow.enrolling`."""
 
-from ._decide import Change, Decision, Enroll, Leave, Trigger, decide
-from ._dispatcher import Dispatcher, load_index
-from ._fanout import Outcome, enroll_selected
+from ._dispatcher import Dispatcher, LeaseLost, TemporalUnreachable, load_index
 from ._index import TriggerIndex
-from ._starting import (
-    EnrollmentStarter,
-    EnrollOutcome,
-    Ready,
-    SignalFailed,
-    enrollment_search_attributes,
-    refusal,
-)
+from ._reconcile import Reconciler
 
 __all__ = [
-    "Change",
-    "Decision",
     "Dispatcher",
-    "Enroll",
-    "EnrollOutcome",
-    "EnrollmentStarter",
-    "Leave",
-    "Outcome",
-    "Ready",
-    "SignalFailed",
-    "Trigger",
+    "LeaseLost",
+    "Reconciler",
+    "TemporalUnreachable",
     "TriggerIndex",
-    "decide",
-    "enroll_selected",
-    "enrollment_search_attributes",
     "load_index",
-    "refusal",
 ]

@@ -28,6 +28,18 @@ from temporalio.client import Client
 
 from crmflow.activities.models import EventSignal
 from crmflow.conditions import RecordSnapshot
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.rules import (
+    DELETED,
+    EVENT,
+    ActiveEnrollment,
+    Change,
+    Decision,
+    Enroll,
+    Leave,
+    Trigger,
+    decide,
+)
 from crmflow.store import (
     ACTIVE_STATUSES,
     BrokenVersion,
@@ -43,20 +55,8 @@ from crmflow.store import (
     stored_definition,
 )
 
-from ._decide import (
-    DELETED,
-    EVENT,
-    ActiveEnrollment,
-    Change,
-    Decision,
-    Enroll,
-    Leave,
-    Trigger,
-    decide,
-)
 from ._index import TriggerIndex
 from ._reconcile import Reconciler
-from ._starting import EnrollmentStarter
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,12 @@ class Dispatcher:
         holder: str | None = None,
         retry_delays: tuple[timedelta, ...] = RETRY_DELAYS,
         reconcile_every: float = RECONCILE_EVERY,
+        starter: EnrollmentStarter | None = None,
     ) -> None:
+        """`starter`: the process's one starter, built by the wiring code (a dispatcher made
+        alone, as in tests, builds its own)."""
         self.sessions = sessions
-        self.starter = EnrollmentStarter(sessions, client, task_queue)
+        self.starter = starter or EnrollmentStarter(sessions, client, task_queue)
         self.reconciler = Reconciler(sessions, client)
         self.batch = batch
         self.poll_interval = poll_interval

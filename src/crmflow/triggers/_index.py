@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from ._decide import CREATED, DELETED, EVENT, LISTED, UNLISTED, UPDATED, Change, Trigger
+from crmflow.rules import CREATED, DELETED, EVENT, LISTED, UNLISTED, UPDATED, Change, Trigger
 
 
 class _Side:

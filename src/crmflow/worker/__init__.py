@@ -1,9 +1,13 @@
 """Temporal side of crmflow: the enrollment interpreter and the worker."""
 
 from ._enrollment import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
+from ._scheduled import ScheduledRunWorkflow
+from ._time import zone_of
 from ._worker import TASK_QUEUE, build_worker, workflow_runner
 
 __all__ = [
+    "zone_of",
+    "ScheduledRunWorkflow",
     "EXECUTABLE_ACTION_TYPES",
     "TASK_QUEUE",
     "EnrollmentWorkflow",

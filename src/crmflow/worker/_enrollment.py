@@ -57,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
     from . import _policies, _time
-    from . import _search_attributes as sa
+    from . import search_attributes as sa
     from ._policies import BOOKKEEPING, policy_of
 
 END = "end"

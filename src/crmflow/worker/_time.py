@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crmflow.definitions import DelayAction, ExecutionWindow
-from crmflow.schedules._next import wall_instant as _wall
+from crmflow.schedules import wall_instant as _wall
 
 _DAY = timedelta(days=1)
 

@@ -14,6 +14,7 @@ from crmflow.activities.config import OutwardSettings
 from crmflow.activities.custom import CustomActivities, HandlerRegistry
 from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
+from crmflow.activities.ports import Enroller
 from crmflow.activities.records import RecordActivities
 from crmflow.activities.schedules import SchedulingActivities
 from crmflow.activities.webhooks import WebhookActivities
@@ -32,9 +33,11 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     restrictions = SandboxRestrictions.default.with_passthrough_modules(
         "crmflow.worker._worker",
         "crmflow.worker._policies",
-        "crmflow.worker._search_attributes",
+        "crmflow.worker.search_attributes",
         "crmflow.activities",
         "crmflow.triggers",
+        "crmflow.enrolling",
+        "crmflow.rules",
         "crmflow.schedules",
         "crmflow.store",
         "sqlalchemy",
@@ -64,20 +67,23 @@ def build_worker(
     client: Client,
     sessions: sessionmaker[Session],
     *,
+    enroller: Enroller,
     task_queue: str = TASK_QUEUE,
     executor: ThreadPoolExecutor | None = None,
     max_concurrent_activities: int = 32,
     extra_workflows: Sequence[type] = (),
     outward: OutwardSettings | None = None,
 ) -> Worker:
-    """`outward`: SMTP, webhook and custom action settings (default: outbox only, private
-    webhook addresses refused, no rate limit, entry-point handlers only). `simulate` passes
-    `OutwardSettings(dry_run=True)`: nothing leaves the worker."""
+    """`enroller`: the starter of `crmflow.enrolling` that the wiring code built (for the
+    activities that enroll and the scheduled runs). `outward`: SMTP, webhook and custom action
+    settings (default: outbox only, private webhook addresses refused, no rate limit,
+    entry-point handlers only). `simulate` passes `OutwardSettings(dry_run=True)`: nothing
+    leaves the worker."""
     outward = outward or OutwardSettings()
     records = RecordActivities(sessions)
     messages = MessageActivities(sessions, smtp=None if outward.dry_run else outward.smtp)
     enrollments = EnrollmentActivities(sessions)
-    scheduling = SchedulingActivities(sessions, client, task_queue)
+    scheduling = SchedulingActivities(sessions, enroller)
     webhooks = WebhookActivities(
         sessions,
         allow_private=outward.allow_private_webhooks,
@@ -85,7 +91,7 @@ def build_worker(
         env_allowed=outward.webhook_env,
         dry_run=outward.dry_run,
     )
-    workflows = WorkflowActivities(sessions, client, task_queue)
+    workflows = WorkflowActivities(sessions, enroller)
     custom = CustomActivities(sessions, HandlerRegistry(outward.actions), dry_run=outward.dry_run)
     return Worker(
         client,

@@ -15,10 +15,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import crmflow
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
-from crmflow.worker import _search_attributes as sa
+from crmflow import services
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
 from crmflow.worker import build_worker
+from crmflow.worker import search_attributes as sa
 
 DEFINITION = {
     "key": "legacy",
@@ -68,7 +69,12 @@ async def main(out: str) -> None:
         services.publish_files(app, [path])
         await services.activate(app, "legacy")
         services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
-        async with build_worker(env.client, app.sessions, task_queue="rec"):
+        async with build_worker(
+            env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, env.client, "rec"),
+            task_queue="rec",
+        ):
             [o] = await services.enroll(app, "legacy", ["ann"])
             handle = env.client.get_workflow_handle(o.temporal_workflow_id)
             async with env.time_skipping_unlocked():

@@ -18,11 +18,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 import crmflow
+from crmflow import services
 from crmflow.activities.models import EventSignal
-from crmflow.starter import services
-from crmflow.starter._app import App, Settings
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.services import App, Settings
 from crmflow.worker import EnrollmentWorkflow, build_worker
-from crmflow.worker import _search_attributes as sa
+from crmflow.worker import search_attributes as sa
 
 DEFINITION = {
     "key": "legacy-waits",
@@ -72,7 +73,12 @@ async def main(out: str) -> None:
         services.publish_files(app, [path])
         await services.activate(app, "legacy-waits")
         services.set_record(app, "contact", "ann", {"firstname": "Ann"})
-        async with build_worker(env.client, app.sessions, task_queue="rec"):
+        async with build_worker(
+            env.client,
+            app.sessions,
+            enroller=EnrollmentStarter(app.sessions, env.client, "rec"),
+            task_queue="rec",
+        ):
             [o] = await services.enroll(app, "legacy-waits", ["ann"])
             handle = env.client.get_workflow_handle(o.temporal_workflow_id)
             await until_step(app, "opened")

@@ -1,6 +1,7 @@
 """Compile a condition to a SQLAlchemy boolean clause over the `records` table.
 
-Every property test is the SQL rendering of the plan `_values` builds for Python, and reads the
+Every property test is the SQL rendering of the plan `crmflow.conditions.plans` builds for
+Python, and reads the
 stored JSON value in the same ways: as a string, as a double, as epoch seconds. Two rules keep
 SQL and Python in agreement:
 
@@ -41,19 +42,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from crmflow.definitions._conditions import (
-    AllCondition,
-    AnyCondition,
-    Condition,
-    EventFilter,
-    InListFilter,
-    NotCondition,
-    NotInListFilter,
-    PropertyFilter,
-)
-from crmflow.store._tables import Event, ListMembership, Record
-
-from ._values import (
+from crmflow.conditions.plans import (
     NUMERIC_TEXT_MAX_LEN,
     EpochRange,
     EqOperand,
@@ -65,6 +54,18 @@ from ._values import (
     plan_event,
     plan_property,
 )
+from crmflow.definitions import (
+    AllCondition,
+    AnyCondition,
+    Condition,
+    EventFilter,
+    InListFilter,
+    NotCondition,
+    NotInListFilter,
+    PropertyFilter,
+)
+
+from ._tables import Event, ListMembership, Record
 
 Clause = ColumnElement[bool]
 DIALECTS = ("sqlite", "postgresql")
@@ -229,7 +230,7 @@ class _Field:
 
     def epoch_in(self, low: int | None, high: int | None) -> Clause:
         """Whether the value is a date whose epoch second lies in [low, high], following
-        `_values.date_epoch`.
+        `plans.date_epoch`.
 
         The text is checked against the grammar first; then every part sits at a fixed position,
         except the offset, which is counted back from the end (`tail`). Each step is a sub-select

@@ -16,7 +16,7 @@ from crmflow.definitions import (
     condition_reads,
 )
 
-from ._starting import refusal
+from ._eligibility import refusal
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 LISTED, UNLISTED, EVENT = "listed", "unlisted", "event"

@@ -13,7 +13,8 @@ from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from crmflow.activities.config import ConfigError
-from crmflow.store._engine import (
+from crmflow.enrolling import EnrollmentStarter
+from crmflow.store import (
     DEFAULT_DB_URL,
     create_session_factory,
     create_store_engine,
@@ -110,6 +111,7 @@ class App:
     engine: Engine = field(init=False)
     sessions: sessionmaker[Session] = field(init=False)
     _client: Client | None = field(default=None, init=False)
+    _starter: EnrollmentStarter | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.engine = create_store_engine(self.settings.db_url)
@@ -124,6 +126,15 @@ class App:
     def use_client(self, client: Client) -> None:
         """Tests and `up` hand in a client they already have."""
         self._client = client
+        self._starter = None
+
+    async def starter(self) -> EnrollmentStarter:
+        """The process's one starter: the CLI's services, the dispatcher, simulate and the
+        worker's activities that enroll all use it."""
+        if self._starter is None:
+            client = await self.client()
+            self._starter = EnrollmentStarter(self.sessions, client, self.settings.task_queue)
+        return self._starter
 
     def close(self) -> None:
         self.engine.dispose()

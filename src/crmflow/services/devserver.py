@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType
 from temporalio.service import RPCError
 
-from crmflow.worker import _search_attributes
+from crmflow.worker import search_attributes
 
 HOST = "localhost"
 
@@ -123,7 +123,7 @@ class DevServer:
             self.namespace,
             "--log-level",
             "warn",
-            *_search_attributes.dev_server_flags(),
+            *search_attributes.dev_server_flags(),
         ]
 
     def start(self) -> None:
@@ -190,7 +190,7 @@ class DevServer:
         # The SDK's SearchAttributeIndexedValueType has the values of the proto enum.
         wanted = {
             key.name: IndexedValueType.ValueType(key.indexed_value_type)
-            for key in _search_attributes.ALL
+            for key in search_attributes.ALL
         }
         existing = await self._custom_search_attributes(client)
         missing = {name: kind for name, kind in wanted.items() if name not in existing}

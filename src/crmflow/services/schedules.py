@@ -29,11 +29,11 @@ from crmflow.activities.models import ScheduledRunInput, ScheduledRunResult
 from crmflow.definitions import WorkflowDefinition
 from crmflow.schedules import describe_schedule, next_run_times, schedule_spec
 from crmflow.store import ScheduledRunRepository, WorkflowRepository
-from crmflow.worker import _search_attributes as sa
-from crmflow.worker._scheduled import ScheduledRunWorkflow
+from crmflow.worker import ScheduledRunWorkflow
+from crmflow.worker import search_attributes as sa
 
 from ._app import App
-from .services import OperationFailed, UserError, load_version
+from ._base import OperationFailed, UserError, load_version
 
 # A run missed while the server was down still happens when it comes back within this window;
 # older misses are dropped (a day-old "every morning" run is no longer what the user wanted).

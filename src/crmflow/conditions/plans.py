@@ -17,13 +17,13 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from crmflow.definitions._conditions import (
+from crmflow.definitions import (
     EventFilter,
     PropertyFilter,
     PropertyOp,
+    parse_duration,
     parse_iso_date,
 )
-from crmflow.definitions._durations import parse_duration
 
 # Accepted text forms. SQL repeats them: GLOB patterns on SQLite, regular expressions on
 # PostgreSQL; ASCII digits only so that `\d` never matches what GLOB `[0-9]` does not.

@@ -20,13 +20,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.activities.config import ConfigError, OutwardSettings
-from crmflow.store._engine import DEFAULT_DB_URL
+from crmflow.store import DEFAULT_DB_URL
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
 
 from ._app import App, Settings
+from ._base import OperationFailed, UserError
 from .devserver import DevServer
-from .services import OperationFailed, UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The dev server's state sits next to the default SQLite store: everything local in one place.
@@ -93,9 +93,14 @@ async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], 
     outward = outward_settings()
     client = await app.client()
     await require_namespace(client, app.settings)
-    worker = build_worker(client, app.sessions, task_queue=app.settings.task_queue, outward=outward)
+    starter = await app.starter()
+    worker = build_worker(
+        client, app.sessions, enroller=starter, task_queue=app.settings.task_queue, outward=outward
+    )
     # Every worker process runs a dispatcher; a lease in the store lets one dispatch at a time.
-    dispatcher = Dispatcher(app.sessions, client, task_queue=app.settings.task_queue)
+    dispatcher = Dispatcher(
+        app.sessions, client, task_queue=app.settings.task_queue, starter=starter
+    )
     dispatching = asyncio.ensure_future(dispatcher.run(stop))
     running = asyncio.ensure_future(worker.run())
     on_ready()

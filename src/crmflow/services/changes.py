@@ -15,7 +15,7 @@ from typing import Any
 from crmflow.store import ChangeNotParked, ChangeRepository, FeedEntry, RecordChange
 
 from ._app import App
-from .services import UserError
+from ._base import UserError
 
 # Kinds of change (as the feed stores them) and what each changed.
 PROPERTY_KINDS = ("created", "updated")

@@ -5,26 +5,40 @@ scheduled runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from sqlalchemy import Select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmflow.activities.ports import EnrollOutcome, Outcome
 from crmflow.definitions import WorkflowDefinition
 from crmflow.store import RecordRepository
 
-from ._starting import EnrollmentStarter, EnrollOutcome, Ready
+from ._ready import Ready
 
 PAGE_SIZE = 500
 CONCURRENCY = 32
 
-Outcome = EnrollOutcome | Exception
+
+class Launcher(Protocol):
+    """The starter's two halves, as the fan-out uses them."""
+
+    def prepare_page(
+        self,
+        definition: WorkflowDefinition,
+        version: int,
+        record_ids: Sequence[str],
+        *,
+        source: str,
+    ) -> list[Ready | EnrollOutcome]: ...
+
+    async def launch(self, ready: Ready) -> EnrollOutcome: ...
 
 
 async def enroll_selected(
     sessions: sessionmaker[Session],
-    starter: EnrollmentStarter,
+    starter: Launcher,
     definition: WorkflowDefinition,
     version: int,
     selection: Select[Any],

@@ -30,22 +30,22 @@ from temporalio.testing import WorkflowEnvironment
 
 from crmflow.activities.models import UnenrollSignal
 from crmflow.definitions import (
+    DefinitionError,
     InvalidInput,
     WorkflowDefinition,
     check_event_name,
     check_event_properties,
     parse_duration,
 )
+from crmflow.enrolling import EnrollmentStarter
 from crmflow.store import EnrollmentRepository, EventRepository
 from crmflow.triggers import Dispatcher
-from crmflow.triggers._starting import EnrollmentStarter
-from crmflow.worker import EnrollmentWorkflow, build_worker
-from crmflow.worker import _search_attributes as sa
-from crmflow.worker._time import zone_of
+from crmflow.worker import EnrollmentWorkflow, build_worker, zone_of
+from crmflow.worker import search_attributes as sa
 
-from . import services
+from . import records, workflows
 from ._app import App, Settings
-from .services import OperationFailed, UserError
+from ._base import OperationFailed, UserError
 from .up import outward_settings
 
 RECORD_ID = "simulated"
@@ -91,7 +91,7 @@ class Simulation:
 
 def parse_event(text: str) -> SimulatedEvent:
     """`OFFSET:NAME[:PROP=VALUE,...]`, e.g. `2h:email_opened` or `1d:form_submitted:form=demo`."""
-    where = f"--event {services.argument(text)}"
+    where = f"--event {records.argument(text)}"
     parts = text.split(":", 2)
     if len(parts) < 2 or not parts[0].strip() or not parts[1].strip():
         raise UserError(f"{where}: expected OFFSET:NAME[:PROP=VALUE,...], e.g. 2h:opened")
@@ -102,7 +102,7 @@ def parse_event(text: str) -> SimulatedEvent:
     properties: dict[str, Any] = {}
     if len(parts) == 3 and parts[2].strip():
         try:
-            properties = services.parse_assignments([p for p in parts[2].split(",") if p.strip()])
+            properties = records.parse_assignments([p for p in parts[2].split(",") if p.strip()])
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
     name = parts[1].strip()
@@ -121,12 +121,12 @@ def parse_start(text: str | None, timezone: str, *, now: datetime) -> datetime:
     try:
         start = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UserError(f"--start {services.argument(text)}: not an ISO date or datetime") from None
+        raise UserError(f"--start {records.argument(text)}: not an ISO date or datetime") from None
     if start.tzinfo is None:
         start = start.replace(tzinfo=ZoneInfo(timezone))
     if start < now - timedelta(minutes=1):
         raise UserError(
-            f"--start {services.argument(text)}: in the past (a simulation starts now or later)"
+            f"--start {records.argument(text)}: in the past (a simulation starts now or later)"
         )
     return max(start, now)
 
@@ -153,10 +153,8 @@ def _quiet_runtime() -> Runtime:
 
 
 def load_file(path: Path) -> WorkflowDefinition:
-    [checked] = services.validate_files([path])
+    [checked] = workflows.validate_files([path])
     if checked.definition is None:
-        from crmflow.definitions import DefinitionError
-
         raise DefinitionError(checked.problems)
     return checked.definition
 
@@ -210,13 +208,14 @@ async def _run(
     app.use_client(env.client)
     # Published (not activated) in the throwaway store: the enrollment row needs its version,
     # and an inactive workflow enrolls nobody by itself.
-    [published] = services.publish_files(app, [path])
+    [published] = workflows.publish_files(app, [path])
     object_type = definition.object_type
-    services.set_record(app, object_type, RECORD_ID, properties)
+    records.set_record(app, object_type, RECORD_ID, properties)
     zone = zone_of(
         properties.get(definition.settings.timezone_property or ""), definition.settings.timezone
     )
-    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE)
+    starter = EnrollmentStarter(app.sessions, env.client, TASK_QUEUE)
+    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE, starter=starter)
     await dispatcher.dispatch_pending()  # the record's creation: nothing to do, marked done
     current = await env.get_current_time()
     if begin > current:
@@ -225,11 +224,11 @@ async def _run(
     # Nothing leaves a simulation: no request, no SMTP, no custom handler is called. The
     # worker's settings still say which custom handlers exist, so a misspelt one shows.
     outward = replace(outward_settings(), dry_run=True)
-    async with build_worker(env.client, app.sessions, task_queue=TASK_QUEUE, outward=outward):
+    async with build_worker(
+        env.client, app.sessions, enroller=starter, task_queue=TASK_QUEUE, outward=outward
+    ):
         started = await env.get_current_time()
-        outcome = await EnrollmentStarter(app.sessions, env.client, TASK_QUEUE).start(
-            definition, published.version, RECORD_ID, source="manual"
-        )
+        outcome = await starter.start(definition, published.version, RECORD_ID, source="manual")
         if not outcome.ok or outcome.temporal_workflow_id is None:
             raise OperationFailed(f"the record would not enroll: {outcome.message}")
         handle = env.client.get_workflow_handle(outcome.temporal_workflow_id)

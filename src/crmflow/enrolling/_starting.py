@@ -14,11 +14,12 @@ from one of another store that used the same workflow id (a database reset under
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -32,8 +33,10 @@ from crmflow.activities.models import (
     GoalMetSignal,
     UnenrollSignal,
 )
-from crmflow.conditions import RecordSnapshot, evaluate
+from crmflow.activities.ports import EnrollOutcome, Outcome
+from crmflow.conditions import RecordSnapshot
 from crmflow.definitions import WorkflowDefinition, condition_reads
+from crmflow.rules import refusal
 from crmflow.store import (
     ACTIVE_STATUSES,
     ENDED_STATUSES,
@@ -44,8 +47,11 @@ from crmflow.store import (
     load_snapshot,
     load_snapshots,
 )
-from crmflow.worker import _search_attributes as sa
-from crmflow.worker._enrollment import EnrollmentWorkflow
+from crmflow.worker import EnrollmentWorkflow
+from crmflow.worker import search_attributes as sa
+
+from ._fanout import enroll_selected
+from ._ready import Ready
 
 SIGNAL_CONCURRENCY = 50
 # The memo entry naming the enrollment row a run belongs to.
@@ -79,30 +85,6 @@ def run_is_over(exc: RPCError) -> bool:
     return exc.status == RPCStatusCode.NOT_FOUND
 
 
-@dataclass(frozen=True)
-class Ready:
-    """An enrollment row committed, its workflow not started yet."""
-
-    input: EnrollmentInput
-    temporal_workflow_id: str
-    unenroll_from: list[str]  # workflow ids of the record's enrollments to end on start
-    # The row's identity, carried by its run (memo): its id and the instant it was written.
-    identity: str = ""
-    # The row was found running: its workflow is most likely running too (then the record is
-    # skipped), unless whoever created the row died before starting it (then it starts now).
-    recover: bool = False
-
-
-@dataclass(frozen=True)
-class EnrollOutcome:
-    """What happened to one record of an enroll or unenroll request."""
-
-    record_id: str
-    ok: bool
-    message: str
-    temporal_workflow_id: str | None = None
-
-
 def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
@@ -113,18 +95,6 @@ def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttribute
             SearchAttributePair(sa.STATUS, "running"),
         ]
     )
-
-
-def refusal(
-    definition: WorkflowDefinition, snapshot: RecordSnapshot, *, now: datetime
-) -> str | None:
-    """Why the record may not enroll at all (whatever the trigger), or None."""
-    suppressed = sorted(snapshot.lists & set(definition.settings.suppression_lists))
-    if suppressed:
-        return f"suppressed: member of {', '.join(suppressed)}"
-    if definition.goal is not None and evaluate(definition.goal.criteria, snapshot, now=now):
-        return "goal already met"
-    return None
 
 
 class EnrollmentStarter:
@@ -436,6 +406,30 @@ class EnrollmentStarter:
                 enrollment.workflow_key, enrollment.version
             )
             return self._ready(definition, enrollment.version, enrollment, [])
+
+    async def enroll_selected(
+        self,
+        definition: WorkflowDefinition,
+        version: int,
+        selection: Select[Any],
+        *,
+        source: str,
+        on_outcome: Callable[[str, Outcome], None],
+        after: str | None = None,
+        on_page: Callable[[str], Awaitable[None] | None] | None = None,
+    ) -> None:
+        """Enroll every record `selection` yields, page by page (see `enroll_selected`)."""
+        await enroll_selected(
+            self.sessions,
+            self,
+            definition,
+            version,
+            selection,
+            source=source,
+            on_outcome=on_outcome,
+            after=after,
+            on_page=on_page,
+        )
 
     async def unenroll(self, workflow_ids: Iterable[str], reason: str) -> int:
         """The one way an enrollment is told to unenroll (dispatcher, CLI, workflow actions)."""

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import not_
 from sqlalchemy.orm import Session
 
-from crmflow.conditions import RecordSnapshot, compile_condition, explain, select_matching
+from crmflow.activities.ports import Outcome
+from crmflow.conditions import RecordSnapshot, explain
 from crmflow.definitions import (
     AllCondition,
     AnyCondition,
@@ -36,12 +37,13 @@ from crmflow.store import (
     StoreError,
     Workflow,
     WorkflowRepository,
+    compile_condition,
     load_snapshot,
+    select_matching,
 )
-from crmflow.triggers import Outcome, enroll_selected
 
 from ._app import App
-from .services import UserError, load_version, starter, utcnow
+from ._base import UserError, load_version, starter, utcnow
 
 # ---------------------------------------------------------------- counting who would enroll
 
@@ -271,9 +273,7 @@ async def enroll_existing(
 
     if on_progress:
         on_progress(0, total)
-    await enroll_selected(
-        app.sessions,
-        await starter(app),
+    await (await starter(app)).enroll_selected(
         definition,
         version,
         candidates,
