@@ -50,7 +50,7 @@ from sqlalchemy import insert, update
 from crmflow import services
 from crmflow.activities.models import GoalMetSignal, UnenrollSignal
 from crmflow.conditions import EventSnapshot, RecordSnapshot
-from crmflow.definitions import WorkflowDefinition
+from crmflow.definitions import ACTIVE_STATUSES, WorkflowDefinition
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.enrolling import _starting as starting_module
 from crmflow.rules import (
@@ -67,7 +67,6 @@ from crmflow.rules import (
 )
 from crmflow.services import App, Settings
 from crmflow.store import (
-    ACTIVE_STATUSES,
     ChangeRepository,
     Enrollment,
     EnrollmentRepository,

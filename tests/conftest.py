@@ -27,9 +27,10 @@ from temporalio.worker import Worker
 
 from crmflow import services
 from crmflow.activities.models import UnenrollSignal
+from crmflow.definitions import ACTIVE_STATUSES
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.store import ACTIVE_STATUSES, Enrollment
+from crmflow.store import Enrollment
 from crmflow.worker import EnrollmentWorkflow, build_worker
 from crmflow.worker import search_attributes as sa
 

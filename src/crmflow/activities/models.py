@@ -10,9 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crmflow.definitions import Action, WorkflowDefinition
-
-EnrollmentStatus = Literal["running", "paused", "completed", "goal_met", "unenrolled", "failed"]
+from crmflow.definitions import Action, EnrollmentStatus, WorkflowDefinition
 
 
 class _Model(BaseModel):

@@ -29,24 +29,19 @@ from ._common import CrmflowGroup, State
     "--db",
     "db_url",
     metavar="URL",
-    envvar="CRMFLOW_DB",
-    show_envvar=True,
-    help="Store URL (sqlite:///… or postgresql://…). [default: sqlite:///.crmflow/crmflow.db]",
+    help="Store URL (sqlite:///… or postgresql://…). [env: CRMFLOW_DB; default: "
+    "sqlite:///.crmflow/crmflow.db]",
 )
 @click.option(
     "--temporal",
     "temporal_address",
     metavar="HOST:PORT",
-    envvar="CRMFLOW_TEMPORAL",
-    show_envvar=True,
-    help="Temporal frontend address. [default: localhost:7233]",
+    help="Temporal frontend address. [env: CRMFLOW_TEMPORAL; default: localhost:7233]",
 )
 @click.option(
     "--namespace",
     metavar="NS",
-    envvar="CRMFLOW_NAMESPACE",
-    show_envvar=True,
-    help="Temporal namespace. [default: default]",
+    help="Temporal namespace. [env: CRMFLOW_NAMESPACE; default: default]",
 )
 @click.version_option(package_name="crmflow", prog_name="crmflow")
 @click.pass_context

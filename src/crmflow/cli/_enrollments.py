@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import get_args
 
 import click
 
 from crmflow import services
-from crmflow.activities.models import EnrollmentStatus
+from crmflow.definitions import EnrollmentStatus
 from crmflow.services import changes as _changes
 
 from . import _output as output
@@ -71,7 +70,9 @@ def unenroll(key: str, record_ids: Sequence[str], as_json: bool) -> None:
 @click.option(
     "--record", "record_id", metavar="ID", type=RECORD_ID, help="Only this record's enrollments."
 )
-@click.option("--status", type=click.Choice(get_args(EnrollmentStatus)), help="Only this status.")
+@click.option(
+    "--status", type=click.Choice([s.value for s in EnrollmentStatus]), help="Only this status."
+)
 @json_option
 def enrollments(key: str, record_id: str | None, status: str | None, as_json: bool) -> None:
     """Enrollments of a workflow, with status and steps."""
@@ -108,7 +109,7 @@ def changes(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None
     if as_json:
         output.print_json(found)
     else:
-        output.print_changes(counts, found)
+        output.print_changes(counts, [c.as_json() for c in found])
 
 
 @changes.command("retry")

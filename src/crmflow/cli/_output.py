@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from pydantic import BaseModel
 from rich.console import Console
 from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,7 +53,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def printable(data: Any, *, strict: bool = True) -> Any:
     """Data that UTF-8 (and, `strict`, strict JSON) can carry, whatever an older version
     stored: a lone surrogate becomes U+FFFD, and with `strict` NaN and ±Infinity become null.
-    Values this version accepts are unchanged."""
+    Values this version accepts are unchanged. A service's view is taken in its JSON shape."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
     if strict and isinstance(data, float) and not math.isfinite(data):
         return None
     if isinstance(data, str):

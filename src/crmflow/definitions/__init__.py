@@ -92,9 +92,13 @@ from ._names import (
     shown,
 )
 from ._schedules import DailySchedule, MonthlySchedule, Schedule, WeeklySchedule, YearlySchedule
+from ._statuses import ACTIVE_STATUSES, ENDED_STATUSES, EnrollmentStatus
 from ._types import END, PROPERTY_NAME_PATTERN, WEEKDAYS, Weekday
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "ENDED_STATUSES",
+    "EnrollmentStatus",
     "PROPERTY_NAME_PATTERN",
     "END",
     "EVENT_PROPERTIES_MAX_BYTES",

@@ -35,11 +35,9 @@ from crmflow.activities.models import (
 )
 from crmflow.activities.ports import EnrollOutcome, Outcome
 from crmflow.conditions import RecordSnapshot
-from crmflow.definitions import WorkflowDefinition, condition_reads
+from crmflow.definitions import ACTIVE_STATUSES, ENDED_STATUSES, WorkflowDefinition, condition_reads
 from crmflow.rules import refusal
 from crmflow.store import (
-    ACTIVE_STATUSES,
-    ENDED_STATUSES,
     AlreadyEnrolled,
     Enrollment,
     EnrollmentRepository,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client, TLSConfig
@@ -22,41 +23,38 @@ from crmflow.store import (
 )
 
 
-@dataclass(frozen=True)
-class Settings:
-    db_url: str = DEFAULT_DB_URL
-    temporal_address: str = "localhost:7233"
-    namespace: str = "default"
+class Settings(BaseSettings):
+    """One process's settings, read from the environment (SPEC §5) in this one place; the
+    global CLI options override them (`from_env`). An empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, populate_by_name=True, env_ignore_empty=True, extra="ignore"
+    )
+
+    db_url: str = Field(DEFAULT_DB_URL, validation_alias="CRMFLOW_DB")
+    temporal_address: str = Field("localhost:7233", validation_alias="CRMFLOW_TEMPORAL")
+    namespace: str = Field("default", validation_alias="CRMFLOW_NAMESPACE")
     # Mutual TLS (both or neither), the server's CA bundle, the name its certificate carries.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    tls_server_name: str | None = None
-    api_key: str | None = None
-    task_queue: str = "crmflow"
+    tls_cert: Path | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_TLS_CERT")
+    tls_key: Path | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_TLS_KEY")
+    tls_ca: Path | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_TLS_CA")
+    tls_server_name: str | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_TLS_SERVER_NAME")
+    api_key: str | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_API_KEY")
+    task_queue: str = Field("crmflow", validation_alias="CRMFLOW_TASK_QUEUE")
+
+    @field_validator("tls_cert", "tls_key", "tls_ca", "tls_server_name", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # Surrounding spaces are dropped; nothing left is unset.
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
 
     @classmethod
     def from_env(cls, **overrides: str | None) -> Settings:
         """Environment (SPEC §5), then explicit overrides (the global CLI options)."""
-        env = os.environ
-        values = {
-            "db_url": env.get("CRMFLOW_DB") or DEFAULT_DB_URL,
-            "temporal_address": env.get("CRMFLOW_TEMPORAL") or "localhost:7233",
-            "namespace": env.get("CRMFLOW_NAMESPACE") or "default",
-            "tls_cert": _path(env, "CRMFLOW_TEMPORAL_TLS_CERT"),
-            "tls_key": _path(env, "CRMFLOW_TEMPORAL_TLS_KEY"),
-            "tls_ca": _path(env, "CRMFLOW_TEMPORAL_TLS_CA"),
-            "tls_server_name": (env.get("CRMFLOW_TEMPORAL_TLS_SERVER_NAME") or "").strip() or None,
-            "api_key": env.get("CRMFLOW_TEMPORAL_API_KEY") or None,
-            "task_queue": env.get("CRMFLOW_TASK_QUEUE") or "crmflow",
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    value = (env.get(name) or "").strip()
-    return Path(value) if value else None
+        given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**given)
 
 
 def _pem(variable: str, path: Path | None) -> bytes | None:

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crmflow.store import (
-    ACTIVE_STATUSES,
-    ChangeRepository,
-    EnrollmentRepository,
-    StoreError,
-    WorkflowRepository,
-)
+from crmflow.definitions import ACTIVE_STATUSES
+from crmflow.store import ChangeRepository, EnrollmentRepository, StoreError, WorkflowRepository
 
 from ._app import App
 from ._base import (

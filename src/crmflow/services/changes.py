@@ -16,6 +16,7 @@ from crmflow.store import ChangeNotParked, ChangeRepository, FeedEntry, RecordCh
 
 from ._app import App
 from ._base import UserError
+from .views import ChangeView
 
 # Kinds of change (as the feed stores them) and what each changed.
 PROPERTY_KINDS = ("created", "updated")
@@ -37,27 +38,29 @@ def changed(change: RecordChange) -> dict[str, Any]:
     return {}
 
 
-def change_view(entry: FeedEntry) -> dict[str, Any]:
+def change_view(entry: FeedEntry) -> ChangeView:
     c = entry.change
-    return {
-        "id": c.id,
-        "object_type": c.object_type,
-        "record_id": c.record_id,
-        "kind": c.kind,
-        "changed": changed(c),
-        "occurred_at": _iso(c.occurred_at),
-        "status": "parked" if c.parked_at is not None else "pending",
-        "attempts": c.attempts,
-        "error": c.error,
-        "next_attempt_at": _iso(c.next_attempt_at),
-        "parked_at": _iso(c.parked_at),
-        "waiting_behind": entry.waiting_behind,
-    }
+    return ChangeView(
+        **{
+            "id": c.id,
+            "object_type": c.object_type,
+            "record_id": c.record_id,
+            "kind": c.kind,
+            "changed": changed(c),
+            "occurred_at": _iso(c.occurred_at),
+            "status": "parked" if c.parked_at is not None else "pending",
+            "attempts": c.attempts,
+            "error": c.error,
+            "next_attempt_at": _iso(c.next_attempt_at),
+            "parked_at": _iso(c.parked_at),
+            "waiting_behind": entry.waiting_behind,
+        }
+    )
 
 
 def list_changes(
     app: App, *, parked_only: bool = False, limit: int | None = None
-) -> tuple[dict[str, int], list[dict[str, Any]]]:
+) -> tuple[dict[str, int], list[ChangeView]]:
     """How many changes are pending and parked, and the oldest of them (`limit`; None: all)."""
     with app.sessions() as session:
         feed = ChangeRepository(session)

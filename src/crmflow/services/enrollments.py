@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from temporalio.service import RPCError
 
 from crmflow.activities.ports import EnrollOutcome
 from crmflow.definitions import (
+    ACTIVE_STATUSES,
     check_record_id,
 )
 from crmflow.enrolling import SignalFailed
 from crmflow.store import (
-    ACTIVE_STATUSES,
     Enrollment,
     EnrollmentRepository,
     EnrollmentStep,
@@ -35,6 +34,7 @@ from ._base import (
     starter,
 )
 from .review import explain_record
+from .views import EnrollmentView, HistoryView, OutboxView, StepView, TaskView
 
 # ---------------------------------------------------------------- enrollments
 
@@ -127,35 +127,39 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def step_view(step: EnrollmentStep) -> dict[str, Any]:
-    return {
-        "action_id": step.action_id,
-        "type": step.type,
-        "started_at": _iso(step.started_at),
-        "finished_at": _iso(step.finished_at),
-        "outcome": step.outcome,
-    }
+def step_view(step: EnrollmentStep) -> StepView:
+    return StepView(
+        **{
+            "action_id": step.action_id,
+            "type": step.type,
+            "started_at": _iso(step.started_at),
+            "finished_at": _iso(step.finished_at),
+            "outcome": step.outcome,
+        }
+    )
 
 
-def enrollment_view(enrollment: Enrollment, steps: list[EnrollmentStep]) -> dict[str, Any]:
-    return {
-        "workflow": enrollment.workflow_key,
-        "version": enrollment.version,
-        "record_id": enrollment.record_id,
-        "object_type": enrollment.object_type,
-        "status": enrollment.status,
-        "reason": enrollment.reason,
-        "source": enrollment.source,
-        "enrolled_at": _iso(enrollment.enrolled_at),
-        "ended_at": _iso(enrollment.ended_at),
-        "temporal_workflow_id": enrollment.temporal_workflow_id,
-        "steps": [step_view(s) for s in steps],
-    }
+def enrollment_view(enrollment: Enrollment, steps: list[EnrollmentStep]) -> EnrollmentView:
+    return EnrollmentView(
+        **{
+            "workflow": enrollment.workflow_key,
+            "version": enrollment.version,
+            "record_id": enrollment.record_id,
+            "object_type": enrollment.object_type,
+            "status": enrollment.status,
+            "reason": enrollment.reason,
+            "source": enrollment.source,
+            "enrolled_at": _iso(enrollment.enrolled_at),
+            "ended_at": _iso(enrollment.ended_at),
+            "temporal_workflow_id": enrollment.temporal_workflow_id,
+            "steps": [step_view(s) for s in steps],
+        }
+    )
 
 
 def list_enrollments(
     app: App, key: str, *, record_id: str | None = None, status: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[EnrollmentView]:
     checked_key(key)
     if record_id is not None:
         checked(check_record_id, record_id)
@@ -168,52 +172,52 @@ def list_enrollments(
         return [enrollment_view(e, steps[e.id]) for e in found]
 
 
-def history(app: App, key: str, record_id: str) -> dict[str, Any]:
+def history(app: App, key: str, record_id: str) -> HistoryView:
     """One record in one workflow: why it is (not) enrolled now, and every enrollment it had,
     oldest first, with its timeline."""
 
     checked_key(key)
     checked(check_record_id, record_id)
     object_type, explanation = explain_record(app, key, record_id)
-    return {
-        "workflow": key,
-        "record_id": record_id,
-        "object_type": object_type,
-        "explanation": explanation.as_json(),
-        "enrollments": list_enrollments(app, key, record_id=record_id),
-    }
+    return HistoryView(
+        workflow=key,
+        record_id=record_id,
+        object_type=object_type,
+        explanation=explanation.as_json(),
+        enrollments=list_enrollments(app, key, record_id=record_id),
+    )
 
 
-def outbox(app: App) -> list[dict[str, Any]]:
+def outbox(app: App) -> list[OutboxView]:
     with app.sessions() as session:
         return [
-            {
-                "to": m.to,
-                "subject": m.subject,
-                "body": m.body,
-                "workflow": m.workflow_key,
-                "action_id": m.action_id,
-                "record_id": m.record_id,
-                "sent_at": _iso(m.sent_at),
-                "kind": m.kind,
-                "message_id": m.message_id,
-                "delivery_status": m.delivery_status,
-            }
+            OutboxView(
+                to=m.to,
+                subject=m.subject,
+                body=m.body,
+                workflow=m.workflow_key,
+                action_id=m.action_id,
+                record_id=m.record_id,
+                sent_at=_iso(m.sent_at),
+                kind=m.kind,
+                message_id=m.message_id,
+                delivery_status=m.delivery_status,
+            )
             for m in OutboxRepository(session).all()
         ]
 
 
-def tasks(app: App) -> list[dict[str, Any]]:
+def tasks(app: App) -> list[TaskView]:
     with app.sessions() as session:
         return [
-            {
-                "title": t.title,
-                "assignee": t.assignee,
-                "due_at": _iso(t.due_at),
-                "record_id": t.record_id,
-                "workflow": t.workflow_key,
-                "action_id": t.action_id,
-                "created_at": _iso(t.created_at),
-            }
+            TaskView(
+                title=t.title,
+                assignee=t.assignee,
+                due_at=_iso(t.due_at),
+                record_id=t.record_id,
+                workflow=t.workflow_key,
+                action_id=t.action_id,
+                created_at=_iso(t.created_at),
+            )
             for t in TaskRepository(session).all()
         ]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from crmflow.definitions import (
     InvalidInput,
     check_event_name,
@@ -37,6 +39,7 @@ from ._base import (
     utcnow,
 )
 from .imports import ImportProblem, Row, read_records
+from .views import EventView, ListView, RecordRef, RecordView
 
 # ---------------------------------------------------------------- records, lists, events
 
@@ -78,26 +81,23 @@ def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def record_view(session: Any, object_type: str, record_id: str) -> dict[str, Any]:
+def record_view(session: Session, object_type: str, record_id: str) -> RecordView:
     record = RecordRepository(session).require(object_type, record_id)
-    return {
-        "object_type": object_type,
-        "id": record_id,
-        "properties": dict(record.properties),
-        "lists": ListRepository(session).lists_of(object_type, record_id),
-        # Beyond SPEC §4's shape: the records `create_record` made for it (or it was made for).
-        "associations": [
-            {"object_type": other_type, "id": other_id}
+    return RecordView(
+        object_type=object_type,
+        id=record_id,
+        properties=dict(record.properties),
+        lists=ListRepository(session).lists_of(object_type, record_id),
+        associations=[
+            RecordRef(object_type=other_type, id=other_id)
             for other_type, other_id in AssociationRepository(session).of_record(
                 object_type, record_id
             )
         ],
-    }
+    )
 
 
-def set_record(
-    app: App, object_type: str, record_id: str, values: Mapping[str, Any]
-) -> dict[str, Any]:
+def set_record(app: App, object_type: str, record_id: str, values: Mapping[str, Any]) -> RecordView:
     """Create the record or merge `values` into it (a None removes a property)."""
     checked_record(object_type, record_id)
     checked(check_properties, values)
@@ -106,7 +106,7 @@ def set_record(
         return record_view(session, object_type, record_id)
 
 
-def show_record(app: App, object_type: str, record_id: str) -> dict[str, Any]:
+def show_record(app: App, object_type: str, record_id: str) -> RecordView:
     checked_record(object_type, record_id)
     with app.sessions() as session:
         try:
@@ -205,19 +205,19 @@ def change_list(app: App, name: str, ids: Sequence[str], *, object_type: str, ad
     return changed
 
 
-def show_list(app: App, name: str) -> dict[str, Any]:
+def show_list(app: App, name: str) -> ListView:
     checked(check_list_name, name)
     with app.sessions() as session:
         lists = ListRepository(session)
         found = lists.get(name)
         if found is None:
             raise UserError(f"no list '{name}'")
-        return {"name": name, "object_type": found.object_type, "members": lists.members(name)}
+        return ListView(name=name, object_type=found.object_type, members=lists.members(name))
 
 
 def track_event(
     app: App, object_type: str, record_id: str, name: str, properties: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> EventView:
     checked_record(object_type, record_id)
     checked(check_event_name, name)
     properties = checked(check_event_properties, properties)
@@ -226,10 +226,10 @@ def track_event(
         event = EventRepository(session).add(
             object_type, record_id, name, properties, occurred_at=utcnow()
         )
-        return {
-            "object_type": object_type,
-            "record_id": record_id,
-            "name": name,
-            "properties": properties,
-            "occurred_at": event.occurred_at.isoformat(),
-        }
+        return EventView(
+            object_type=object_type,
+            record_id=record_id,
+            name=name,
+            properties=properties,
+            occurred_at=event.occurred_at.isoformat(),
+        )

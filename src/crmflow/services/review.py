@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from crmflow.activities.ports import Outcome
 from crmflow.conditions import RecordSnapshot, explain
 from crmflow.definitions import (
+    ACTIVE_STATUSES,
     AllCondition,
     AnyCondition,
     Condition,
@@ -28,7 +29,6 @@ from crmflow.definitions import (
     WorkflowDefinition,
 )
 from crmflow.store import (
-    ACTIVE_STATUSES,
     Enrollment,
     EnrollmentRepository,
     ListRepository,

@@ -28,7 +28,6 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 
-from crmflow.activities.models import UnenrollSignal
 from crmflow.definitions import (
     DefinitionError,
     InvalidInput,
@@ -40,7 +39,7 @@ from crmflow.definitions import (
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.store import EnrollmentRepository, EventRepository
 from crmflow.triggers import Dispatcher
-from crmflow.worker import EnrollmentWorkflow, build_worker, zone_of
+from crmflow.worker import build_worker, zone_of
 from crmflow.worker import search_attributes as sa
 
 from . import records, workflows
@@ -247,9 +246,7 @@ async def _run(
         waited = timedelta(0)
         while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
             if waited >= horizon:
-                await handle.signal(
-                    EnrollmentWorkflow.unenroll, UnenrollSignal(reason="simulation horizon")
-                )
+                await starter.unenroll([handle.id], "simulation horizon")
                 await asyncio.wait_for(handle.result(), timeout=30)
                 break
             await env.sleep(_CHUNK)

@@ -11,7 +11,6 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -150,14 +149,15 @@ async def run_up(
                 return
             # The dev server is local and plaintext: a production cluster's TLS or API key
             # settings in the environment are not for it.
-            local = replace(
-                settings,
-                temporal_address=server.target,
-                tls_cert=None,
-                tls_key=None,
-                tls_ca=None,
-                tls_server_name=None,
-                api_key=None,
+            local = settings.model_copy(
+                update=dict(
+                    temporal_address=server.target,
+                    tls_cert=None,
+                    tls_key=None,
+                    tls_ca=None,
+                    tls_server_name=None,
+                    api_key=None,
+                )
             )
             app = open_app(local)
             try:

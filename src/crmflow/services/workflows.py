@@ -31,6 +31,7 @@ from ._base import (
     utcnow,
 )
 from .schedules import schedule_views, sync_schedule
+from .views import WorkflowView
 
 # ---------------------------------------------------------------- definitions
 
@@ -186,7 +187,7 @@ async def list_workflows(app: App) -> list[WorkflowSummary]:
     return [replace(s, schedule=schedules.get(s.key)) for s in summaries]
 
 
-async def show_workflow(app: App, key: str, version: int | None = None) -> dict[str, Any]:
+async def show_workflow(app: App, key: str, version: int | None = None) -> WorkflowView:
     """A version of a workflow (the latest by default). `schedule` describes the Temporal
     Schedule, which always follows the latest version, whichever version is shown."""
 
@@ -199,7 +200,7 @@ async def show_workflow(app: App, key: str, version: int | None = None) -> dict[
             latest = workflows.version(key)
         except StoreError as exc:
             raise UserError(str(exc)) from None
-        shown = {
+        shown: dict[str, Any] = {
             "key": key,
             "version": found.version,
             "latest_version": workflow.latest_version,
@@ -216,4 +217,4 @@ async def show_workflow(app: App, key: str, version: int | None = None) -> dict[
         latest_broken = broken_reason(latest) is not None
         definition = None if latest_broken else stored_definition(latest)
     schedules = await schedule_views(app, [(key, definition)] if definition else [])
-    return {**shown, "schedule": schedules.get(key)}
+    return WorkflowView(**shown, schedule=schedules.get(key))

@@ -33,7 +33,6 @@ from ._engine import (
     upgrade_database,
 )
 from ._enrollments import (
-    ENDED_STATUSES,
     AlreadyEnrolled,
     EnrollmentRepository,
     StepWrite,
@@ -57,7 +56,6 @@ from ._runs import ScheduledRunRepository
 from ._selection import compile_condition, select_matching
 from ._sweeps import SweepConflict, SweepWindow, TimeSweepRepository
 from ._tables import (
-    ACTIVE_STATUSES,
     ApiKey,
     Base,
     Enrollment,
@@ -108,8 +106,6 @@ __all__ = [
     "hash_key",
     "looks_like_key",
     "same_hash",
-    "ACTIVE_STATUSES",
-    "ENDED_STATUSES",
     "AlreadyEnrolled",
     "AssociationRepository",
     "BrokenVersion",

@@ -11,10 +11,10 @@ from sqlalchemy import ColumnElement, CursorResult, exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ._records import StoreError
-from ._tables import ACTIVE_STATUSES, Enrollment, EnrollmentStep, Record
+from crmflow.definitions import ACTIVE_STATUSES
 
-ENDED_STATUSES = ("completed", "goal_met", "unenrolled", "failed")
+from ._records import StoreError
+from ._tables import Enrollment, EnrollmentStep, Record
 
 
 class AlreadyEnrolled(StoreError):

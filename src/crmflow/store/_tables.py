@@ -181,9 +181,6 @@ class WorkflowVersion(Base):
     published_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-ACTIVE_STATUSES = ("running", "paused")
-
-
 class Enrollment(Base):
     """One record passing through one workflow version: one Temporal workflow execution."""
 

@@ -28,6 +28,7 @@ from temporalio.client import Client
 
 from crmflow.activities.models import EventSignal
 from crmflow.conditions import RecordSnapshot
+from crmflow.definitions import ACTIVE_STATUSES
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.rules import (
     DELETED,
@@ -41,7 +42,6 @@ from crmflow.rules import (
     decide,
 )
 from crmflow.store import (
-    ACTIVE_STATUSES,
     BrokenVersion,
     ChangeRepository,
     EnrollmentRepository,

@@ -31,7 +31,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from crmflow.store import ACTIVE_STATUSES, Enrollment, EnrollmentRepository
+from crmflow.definitions import ACTIVE_STATUSES
+from crmflow.store import Enrollment, EnrollmentRepository
 
 log = logging.getLogger(__name__)
 

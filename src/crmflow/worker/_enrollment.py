@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         ActionResult,
         EnrollmentInput,
         EnrollmentResult,
-        EnrollmentStatus,
         EventSignal,
         FinishInput,
         GoalMetSignal,
@@ -49,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     from crmflow.definitions import (
         Action,
         DelayAction,
+        EnrollmentStatus,
         EventFilter,
         SplitAction,
         SplitPath,
@@ -118,12 +118,12 @@ class EnrollmentWorkflow:
     @workflow.signal
     def unenroll(self, signal: UnenrollSignal) -> None:
         if self._stop is None:
-            self._stop = ("unenrolled", signal.reason)
+            self._stop = (EnrollmentStatus.UNENROLLED, signal.reason)
 
     @workflow.signal
     def goal_met(self, signal: GoalMetSignal) -> None:
         if self._stop is None:
-            self._stop = ("goal_met", signal.detail or "goal met")
+            self._stop = (EnrollmentStatus.GOAL_MET, signal.detail or "goal met")
 
     @workflow.signal
     def event_tracked(self, signal: EventSignal) -> None:
@@ -193,7 +193,9 @@ class EnrollmentWorkflow:
             current = chosen or definition.next_of(action.id)
         self._current = None
         status, reason = (
-            ("completed", None) if self._finished else (self._stop or ("completed", None))
+            (EnrollmentStatus.COMPLETED, None)
+            if self._finished
+            else (self._stop or (EnrollmentStatus.COMPLETED, None))
         )
         if not self._finished:
             await workflow.execute_local_activity_method(
@@ -279,7 +281,7 @@ class EnrollmentWorkflow:
             action=action,
             at=workflow.now(),
             steps=pending,
-            finish=self._finish(input, "completed", None) if last else None,
+            finish=self._finish(input, EnrollmentStatus.COMPLETED, None) if last else None,
             held=held or None,
         )
         try:
