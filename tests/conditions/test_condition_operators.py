@@ -16,10 +16,10 @@ from condition_helpers import NOW, CondStore, condition, snapshot
 from crmflow.conditions import (
     EventSnapshot,
     RecordSnapshot,
-    compile_condition,
     evaluate,
     explain,
 )
+from crmflow.store import compile_condition
 
 MISSING = object()
 

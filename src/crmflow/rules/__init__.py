@@ -19,7 +19,7 @@ from ._decide import (
     reenroll_fired,
     snapshot_before,
 )
-from ._eligibility import refusal
+from ._eligibility import enrollable, refusal, suppressing_lists, suppression
 
 __all__ = [
     "CREATED",
@@ -37,6 +37,9 @@ __all__ = [
     "decide",
     "reads_change",
     "reenroll_fired",
+    "enrollable",
     "refusal",
+    "suppressing_lists",
+    "suppression",
     "snapshot_before",
 ]

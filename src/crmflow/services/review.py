@@ -19,15 +19,10 @@ from crmflow.activities.ports import Outcome
 from crmflow.conditions import RecordSnapshot, explain
 from crmflow.definitions import (
     ACTIVE_STATUSES,
-    AllCondition,
-    AnyCondition,
-    Condition,
-    InListFilter,
-    NotCondition,
-    NotInListFilter,
     Reenroll,
     WorkflowDefinition,
 )
+from crmflow.rules import enrollable, suppressing_lists, suppression
 from crmflow.store import (
     Enrollment,
     EnrollmentRepository,
@@ -63,26 +58,14 @@ class Tally:
     enrolled_before: int | None
 
 
-def enrollable(definition: WorkflowDefinition) -> Condition:
-    """Who may enroll now, as one condition: the criteria, not the goal, in no suppression list."""
-    criteria = definition.enrollment.criteria
-    assert criteria is not None, "only workflows with criteria select records"
-    parts: list[Condition] = [criteria]
-    if definition.goal is not None:
-        parts.append(NotCondition(not_=definition.goal.criteria))
-    parts += [NotInListFilter(not_in_list=name) for name in definition.settings.suppression_lists]
-    return parts[0] if len(parts) == 1 else AllCondition(all=parts)
-
-
 def tally(session: Session, definition: WorkflowDefinition, *, now: datetime) -> Tally:
     """One query over the records, however many there are."""
     criteria = definition.enrollment.criteria
     assert criteria is not None, "only workflows with criteria select records"
     compiled = partial(compile_condition, now=now, dialect_name=session.get_bind().dialect.name)
-    key, lists = definition.key, definition.settings.suppression_lists
+    key = definition.key
     buckets = []
-    if lists:
-        suppressed = AnyCondition(any=[InListFilter(in_list=name) for name in lists])
+    if (suppressed := suppression(definition)) is not None:
         buckets.append(("suppressed", compiled(suppressed)))
     if definition.goal is not None:
         buckets.append(("goal_met", compiled(definition.goal.criteria)))
@@ -340,7 +323,7 @@ def _why(
 ) -> Explanation:
     """The first of the rules of `triggers.decide` (and of the starter) that keeps the record
     out, or what would bring it in."""
-    key, enrollment, settings = definition.key, definition.enrollment, definition.settings
+    key, enrollment = definition.key, definition.enrollment
     current = next((e for e in enrollments if e.status in ACTIVE_STATUSES), None)
     if current is not None:
         held = " while the workflow is inactive" if current.status == "paused" else ""
@@ -350,7 +333,7 @@ def _why(
     if snapshot is None:
         return Explanation("deleted", f"the {definition.object_type} was deleted")
     inactive = "" if workflow.active else " (the workflow is inactive)"
-    suppressed = sorted(snapshot.lists & set(settings.suppression_lists))
+    suppressed = suppressing_lists(definition, snapshot)
     if suppressed:
         return Explanation(
             "suppressed",
