@@ -58,7 +58,12 @@ from crmflow import services
 from crmflow.activities.models import EnrollmentContext, EnrollmentInput
 from crmflow.activities.schedules import SchedulingActivities
 from crmflow.definitions import WEEKDAYS, WorkflowDefinition
-from crmflow.enrolling import CONCURRENCY, PAGE_SIZE, enrollment_search_attributes
+from crmflow.enrolling import (
+    CONCURRENCY,
+    PAGE_SIZE,
+    EnrollmentStarter,
+    enrollment_search_attributes,
+)
 from crmflow.services import App, Settings
 from crmflow.services import schedules as _schedules
 from crmflow.services.devserver import temporal_cli_path
@@ -222,7 +227,9 @@ async def measure_starts(app: App, directory: Path, n: int, starts: int, rounds:
     client = env.client
     app.use_client(client)
     # Only the run needs a worker; its activity starts the enrollments on a queue nobody polls.
-    scheduling = SchedulingActivities(app.sessions, client, ENROLLMENT_QUEUE)
+    scheduling = SchedulingActivities(
+        app.sessions, EnrollmentStarter(app.sessions, client, ENROLLMENT_QUEUE)
+    )
     worker = Worker(
         client,
         task_queue=RUN_QUEUE,

@@ -19,6 +19,7 @@ from crmflow.activities.models import ActionInput, EnrollmentResult
 from crmflow.activities.records import RecordActivities
 from crmflow.activities.webhooks import WebhookActivities
 from crmflow.activities.workflows import WorkflowActivities
+from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, workflow_runner
 
@@ -81,7 +82,9 @@ def crashing_worker(
     messages = MessageActivities(sessions, smtp=smtp, checkpoint=crash.checkpoint)
     enrollments = EnrollmentActivities(sessions)
     webhooks = WebhookActivities(sessions, allow_private=True, checkpoint=crash.checkpoint)
-    workflows = WorkflowActivities(sessions, env.client, app.settings.task_queue)
+    workflows = WorkflowActivities(
+        sessions, EnrollmentStarter(sessions, env.client, app.settings.task_queue)
+    )
     custom = CustomActivities(sessions, HandlerRegistry(actions), checkpoint=crash.checkpoint)
     # create_record's effect and step commit together: only a crash before or after it exists.
     records_checked = _store_checkpoints(records.create_record, crash)

@@ -33,8 +33,8 @@ from ._base import (
     load_version,
     starter,
 )
-from .review import explain_record
 from .views import EnrollmentView, HistoryView, OutboxView, StepView, TaskView
+from .whynot import explain_record
 
 # ---------------------------------------------------------------- enrollments
 

@@ -14,8 +14,9 @@ CONTINUE_AS_NEW), so their histories replay unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,43 +54,66 @@ with workflow.unsafe.imports_passed_through():
         SplitAction,
         SplitPath,
         WaitForEventAction,
+        WebhookAction,
         format_duration,
     )
 
     from . import _policies, _time
     from . import search_attributes as sa
-    from ._policies import BOOKKEEPING, policy_of
+    from ._policies import BOOKKEEPING, OUTWARD, STORE_ACTION
 
 END = "end"
 # Runs that record this patch may continue as new; older ones never do.
 CONTINUE_AS_NEW = "continue-as-new"
 
-# Which activity runs which action type: the interpreter dispatches on this table.
-_ACTIVITY_OF: dict[str, Callable[[Any, ActionInput], Any]] = {
-    "set_property": RecordActivities.update_record,
-    "copy_property": RecordActivities.update_record,
-    "clear_property": RecordActivities.update_record,
-    "increment_property": RecordActivities.update_record,
-    "add_to_list": RecordActivities.update_record,
-    "remove_from_list": RecordActivities.update_record,
-    "send_email": MessageActivities.send_email,
-    "notify": MessageActivities.send_email,
-    "create_task": MessageActivities.create_task,
-    "branch": EnrollmentActivities.evaluate_branch,
-    "value_branch": EnrollmentActivities.evaluate_branch,
-    "create_record": RecordActivities.create_record,
-    "webhook": WebhookActivities.call_webhook,
-    "enroll_in_workflow": WorkflowActivities.enroll_in_workflow,
-    "unenroll_from_workflow": WorkflowActivities.unenroll_from_workflow,
-    "custom": CustomActivities.run_custom_action,
-}
 
-_BRANCHING = {"branch", "value_branch"}
+@dataclass(frozen=True)
+class ActionRun:
+    """How the interpreter runs one action type: its activity, that activity's timeouts and
+    retries, and whether it chooses the next action (a branch)."""
+
+    activity: Callable[[Any, ActionInput], Any]
+    policy: Mapping[str, Any] = field(default_factory=lambda: STORE_ACTION)
+    branching: bool = False
+
+
+_update = ActionRun(RecordActivities.update_record)
+_branch = ActionRun(EnrollmentActivities.evaluate_branch, branching=True)
+
+# Every action type that runs in an activity, in one table the interpreter dispatches on.
+ACTIONS: dict[str, ActionRun] = {
+    "set_property": _update,
+    "copy_property": _update,
+    "clear_property": _update,
+    "increment_property": _update,
+    "add_to_list": _update,
+    "remove_from_list": _update,
+    "send_email": ActionRun(MessageActivities.send_email),
+    "notify": ActionRun(MessageActivities.send_email),
+    "create_task": ActionRun(MessageActivities.create_task),
+    "branch": _branch,
+    "value_branch": _branch,
+    "create_record": ActionRun(RecordActivities.create_record),
+    "webhook": ActionRun(WebhookActivities.call_webhook, OUTWARD),
+    "enroll_in_workflow": ActionRun(WorkflowActivities.enroll_in_workflow),
+    "unenroll_from_workflow": ActionRun(WorkflowActivities.unenroll_from_workflow),
+    "custom": ActionRun(CustomActivities.run_custom_action, OUTWARD),
+}
 
 # Executed in the workflow itself (no activity).
 _IN_WORKFLOW = {"delay", "split", "wait_for_event"}
 
-EXECUTABLE_ACTION_TYPES = frozenset(_ACTIVITY_OF) | _IN_WORKFLOW
+
+def policy_of(action: Action) -> Mapping[str, Any]:
+    """The options of the activity that runs `action` (deterministic: from the definition). A
+    webhook attempt may take its own `timeout` plus a minute (DNS, rate limit)."""
+    policy = ACTIONS[action.type].policy
+    if isinstance(action, WebhookAction):
+        return {**policy, "start_to_close_timeout": action.timeout + timedelta(minutes=1)}
+    return policy
+
+
+EXECUTABLE_ACTION_TYPES = frozenset(ACTIONS) | _IN_WORKFLOW
 
 
 @workflow.defn(name="Enrollment")
@@ -268,13 +292,13 @@ class EnrollmentWorkflow:
             if self._stop is not None:
                 return END  # stopped as the run continued, before its next turn
             held = queued.held  # it was in a rate limit's queue, past the window already
-        elif action.type not in _BRANCHING:
+        elif not ACTIONS[action.type].branching:
             held = await self._window(input, action)
             if held is False:
                 return END  # stopped during the wait: the loop ends the enrollment
         # The last action of a path (statically known unless it branches) also stores the final
         # status, in the same transaction as its effect.
-        last = action.type not in _BRANCHING and input.definition.next_of(action.id) == END
+        last = not ACTIONS[action.type].branching and input.definition.next_of(action.id) == END
         pending = list(self._pending)
         request = ActionInput(
             context=input.context,
@@ -287,7 +311,7 @@ class EnrollmentWorkflow:
         try:
             while True:
                 result: ActionResult = await workflow.execute_activity_method(
-                    _ACTIVITY_OF[action.type],
+                    ACTIONS[action.type].activity,
                     request,
                     summary=action.summary(),
                     **policy_of(action),

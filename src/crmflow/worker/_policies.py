@@ -1,4 +1,5 @@
-"""Retry and timeout policies of every activity, in one table."""
+"""Retry and timeout policies of the activities (the interpreter's action table, `ACTIONS`,
+says which action uses which)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.common import RetryPolicy
-
-from crmflow.definitions import Action, WebhookAction
 
 # Store actions: transient failures (database restarting, lock timeouts) retry with backoff for a
 # day; after that the step is recorded as failed and the enrollment goes on (SPEC §3).
@@ -44,15 +43,6 @@ OUTWARD: dict[str, Any] = {
         maximum_interval=timedelta(minutes=5),
     ),
 }
-
-
-def policy_of(action: Action) -> dict[str, Any]:
-    """The options of the activity that runs `action` (deterministic: from the definition)."""
-    if isinstance(action, WebhookAction):
-        return {**OUTWARD, "start_to_close_timeout": action.timeout + timedelta(minutes=1)}
-    if action.type == "custom":
-        return OUTWARD
-    return STORE_ACTION
 
 
 # A run of the enrollment workflow continues as new once its history has this many events
