@@ -1,7 +1,8 @@
 """What the services give back: typed, frozen models whose JSON form (`model_dump(mode="json")`)
 is the shape the CLI's `--json` prints and the HTTP API answers (SPEC §4 and §7), so every
 surface and the tests share one shape. Timestamps are ISO-8601 strings, as the store's
-`isoformat()` writes them. A view also reads like its JSON (`view["field"]`)."""
+`isoformat()` writes them. A view also reads like its JSON (`view["field"]`) and equals its
+JSON form."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ class View(BaseModel):
         if name not in type(self).model_fields:
             raise KeyError(name)
         return getattr(self, name)
+
+    def __eq__(self, other: object) -> bool:
+        # Equal to its own JSON shape too (what tests and callers compare with).
+        if isinstance(other, dict):
+            return self.model_dump() == other
+        return super().__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
