@@ -19,6 +19,7 @@ from crmflow import services
 from crmflow.cli import cli
 from crmflow.definitions import DefinitionError, WorkflowDefinition
 from crmflow.services import App
+from crmflow.services import workflows as workflow_services
 from crmflow.store import WorkflowRepository
 
 Write = Callable[[dict[str, Any]], Path]
@@ -140,7 +141,7 @@ def test_publish_refuses_a_stored_form_that_would_not_load(
     first.write_text(NAN_CRITERIA.replace(".nan", "10").replace("scores", "first"))
     second = tmp_path / "second.yaml"
     second.write_text(NAN_CRITERIA.replace(".nan", "10"))
-    stored_as = services.definition_json
+    stored_as = workflow_services.definition_json
 
     def lossy(definition: WorkflowDefinition) -> dict[str, Any]:
         # Stands for any defect between the validated model and the stored JSON.
@@ -149,7 +150,7 @@ def test_publish_refuses_a_stored_form_that_would_not_load(
             stored["actions"][0]["next"] = "nowhere"
         return stored
 
-    monkeypatch.setattr(services, "definition_json", lossy)
+    monkeypatch.setattr(workflow_services, "definition_json", lossy)
     with pytest.raises(DefinitionError) as caught:
         services.publish_files(app, [first, second])
     [problem] = caught.value.problems
