@@ -25,6 +25,7 @@ from ._changes import (
     ChangeRepository,
     Failure,
     FeedEntry,
+    TimeChange,
     changed_properties,
 )
 from ._engine import SQLITE_BEGIN, create_session_factory
@@ -133,6 +134,7 @@ __all__ = [
     "StoreError",
     "SweepConflict",
     "SweepWindow",
+    "TimeChange",
     "Task",
     "TaskRepository",
     "TimeSweep",

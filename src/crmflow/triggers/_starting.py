@@ -14,7 +14,7 @@ from one of another store that used the same workflow id (a database reset under
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -128,10 +128,19 @@ def refusal(
 
 
 class EnrollmentStarter:
-    def __init__(self, sessions: sessionmaker[Session], client: Client, task_queue: str) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: Client,
+        task_queue: str,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`clock`: when enrollments begin and their goal is judged (simulate's is simulated)."""
         self.sessions = sessions
         self.client = client
         self.task_queue = task_queue
+        self.clock = clock
 
     async def start(
         self,
@@ -150,7 +159,7 @@ class EnrollmentStarter:
         (the enroll_in_workflow step that asks for the enrollment). `snapshot`: the record as
         the caller just read it (with the events the workflow's goal reads), saving a read."""
         key, object_type = definition.key, definition.object_type
-        now = datetime.now(UTC)
+        now = self.clock()
         with self.sessions.begin() as session:
             enrollments = EnrollmentRepository(session)
             enrollment = (
@@ -209,7 +218,7 @@ class EnrollmentStarter:
         `--enroll-existing`'s), in one transaction and a handful of statements whatever the
         page's size: each record's enrollment row ready to `launch`, or why it has none."""
         key, object_type = definition.key, definition.object_type
-        now = datetime.now(UTC)
+        now = self.clock()
         goal_events = condition_reads(definition.goal.criteria).events if definition.goal else ()
         outcomes: dict[str, Ready | EnrollOutcome] = {}
         with self.sessions.begin() as session:
