@@ -78,7 +78,8 @@ class SweepTarget:
     events: frozenset[str] = frozenset()  # the events the conditions read
 
 
-def _leave_conditions(definition: WorkflowDefinition) -> list[Condition]:
+def leave_conditions(definition: WorkflowDefinition) -> list[Condition]:
+    """The conditions that end an enrollment: goal, `unenroll_when`, criteria when unmet."""
     found = []
     if definition.goal is not None:
         found.append(definition.goal.criteria)
@@ -116,7 +117,7 @@ def sweep_targets(session: Session, *, now: datetime) -> list[SweepTarget]:
                 versioned = versioned or workflows.definition(key, version)
             except BrokenVersion:
                 continue
-            timed = [c for c in _leave_conditions(versioned) if time_terms(c)]
+            timed = [c for c in leave_conditions(versioned) if time_terms(c)]
             if timed:
                 leave[version] = timed
         conditions = ([enter] if enter is not None else []) + [

@@ -29,6 +29,8 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.activities.models import UnenrollSignal
+from crmflow.activities.time_sweep import TimeSweeper, leave_conditions
+from crmflow.conditions import thresholds, time_terms
 from crmflow.definitions import (
     InvalidInput,
     WorkflowDefinition,
@@ -36,7 +38,7 @@ from crmflow.definitions import (
     check_event_properties,
     parse_duration,
 )
-from crmflow.store import EnrollmentRepository, EventRepository
+from crmflow.store import EnrollmentRepository, EventRepository, TimeSweepRepository, load_snapshot
 from crmflow.triggers import Dispatcher
 from crmflow.triggers._starting import EnrollmentStarter
 from crmflow.worker import EnrollmentWorkflow, build_worker
@@ -54,6 +56,62 @@ HORIZON = timedelta(days=3 * 366)
 """How far a simulation runs at most: an enrollment still waiting then (a wait_for_event
 without timeout whose event never comes) is ended with reason 'simulation horizon'."""
 _CHUNK = timedelta(days=30)
+# Past the instant a term changes: the test server's clock has millisecond steps.
+_PAST = timedelta(milliseconds=1)
+
+
+class SimulatedClock:
+    """The test server's time as of its last reading: what the dispatcher and the time sweep
+    judge conditions at, instead of the real clock."""
+
+    def __init__(self, env: WorkflowEnvironment, now: datetime) -> None:
+        self.env = env
+        self.now = now
+
+    def __call__(self, *_: object) -> datetime:
+        return self.now
+
+    async def read(self) -> datetime:
+        self.now = await self.env.get_current_time()
+        return self.now
+
+
+def _next_exit_change(
+    app: App, definition: WorkflowDefinition, object_type: str, after: datetime
+) -> datetime | None:
+    """The first instant after `after` at which time alone changes a term of the workflow's
+    goal, `unenroll_when` or criteria-unmet rule for the simulated record."""
+    terms = [t for c in leave_conditions(definition) for t in time_terms(c)]
+    if not terms:
+        return None
+    with app.sessions() as session:
+        snapshot = load_snapshot(session, object_type, RECORD_ID)
+    if snapshot is None:
+        return None
+    found = thresholds(terms, snapshot, after=after)
+    return found[0] if found else None
+
+
+async def _pass_time(
+    env: WorkflowEnvironment,
+    app: App,
+    clock: SimulatedClock,
+    definition: WorkflowDefinition,
+    until: datetime,
+    *,
+    sweeper: TimeSweeper,
+    dispatcher: Dispatcher,
+) -> None:
+    """Let simulated time run to `until`, stopping just past each instant at which time alone
+    changes the enrollment's exit rules, where the time sweep and the dispatcher judge them as in
+    production (at the simulated time)."""
+    while (now := await clock.read()) < until:
+        change = _next_exit_change(app, definition, definition.object_type, now)
+        stop = until if change is None or change + _PAST >= until else change + _PAST
+        await env.sleep(stop - now)
+        await clock.read()
+        sweeper.sweep()
+        await dispatcher.dispatch_pending()
 
 
 @dataclass(frozen=True)
@@ -216,9 +274,13 @@ async def _run(
     zone = zone_of(
         properties.get(definition.settings.timezone_property or ""), definition.settings.timezone
     )
-    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE)
+    clock = SimulatedClock(env, await env.get_current_time())
+    # Goals and exits are judged at the simulated time, by the dispatcher and the time sweep.
+    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE, clock=clock)
+    # Every instant its own window: one record, and years may pass between two.
+    sweeper = TimeSweeper(app.sessions, clock=clock, max_span=HORIZON + _CHUNK)
     await dispatcher.dispatch_pending()  # the record's creation: nothing to do, marked done
-    current = await env.get_current_time()
+    current = await clock.read()
     if begin > current:
         await env.sleep(begin - current)
     delivered: list[tuple[datetime, SimulatedEvent]] = []
@@ -226,19 +288,24 @@ async def _run(
     # worker's settings still say which custom handlers exist, so a misspelt one shows.
     outward = replace(outward_settings(), dry_run=True)
     async with build_worker(env.client, app.sessions, task_queue=TASK_QUEUE, outward=outward):
-        started = await env.get_current_time()
-        outcome = await EnrollmentStarter(app.sessions, env.client, TASK_QUEUE).start(
+        started = await clock.read()
+        with app.sessions.begin() as session:
+            TimeSweepRepository(session).begin_at(definition.key, started)
+        outcome = await EnrollmentStarter(app.sessions, env.client, TASK_QUEUE, clock=clock).start(
             definition, published.version, RECORD_ID, source="manual"
         )
         if not outcome.ok or outcome.temporal_workflow_id is None:
             raise OperationFailed(f"the record would not enroll: {outcome.message}")
         handle = env.client.get_workflow_handle(outcome.temporal_workflow_id)
+
+        def pass_time(until: datetime) -> Any:
+            return _pass_time(
+                env, app, clock, definition, until, sweeper=sweeper, dispatcher=dispatcher
+            )
+
         for event in sorted(events, key=lambda e: e.offset):
-            now = await env.get_current_time()
-            due = started + event.offset
-            if due > now:
-                await env.sleep(due - now)
-            at = await env.get_current_time()
+            await pass_time(started + event.offset)
+            at = await clock.read()
             with app.sessions.begin() as session:
                 EventRepository(session).add(
                     object_type, RECORD_ID, event.name, event.properties, occurred_at=at
@@ -253,7 +320,7 @@ async def _run(
                 )
                 await asyncio.wait_for(handle.result(), timeout=30)
                 break
-            await env.sleep(_CHUNK)
+            await pass_time(await clock.read() + _CHUNK)
             waited += _CHUNK
     with app.sessions() as session:
         repo = EnrollmentRepository(session)
