@@ -41,6 +41,7 @@ from crmflow.store import (
 from crmflow.triggers import Outcome, enroll_selected
 
 from ._app import App
+from ._history_time import coming_by_time, review_note, time_enrollment
 from .services import UserError, load_version, starter, utcnow
 
 # ---------------------------------------------------------------- counting who would enroll
@@ -147,6 +148,8 @@ def review(
         active = WorkflowRepository(session).require(key).active
         counts = None if criteria is None else tally(session, definition, now=now)
         message = _what_activation_does(definition, counts, active=active)
+        if trigger == "criteria" and (coming := coming_by_time(session, definition, now=now)):
+            message = f"{message}; {review_note(coming)}"
         if criteria is None or not (list_records or save_list):
             return Review(key, version, trigger, active, counts, message)
         matching = select_matching(
@@ -373,9 +376,10 @@ def _why(
         )
     verdict = explain(enrollment.criteria, snapshot, now=now)
     if not verdict.holds:
+        later = time_enrollment(definition, workflow, enrollments, snapshot, now=now)
         return Explanation(
             "criteria_unmet",
-            f"the enrollment criteria do not match now{inactive}",
+            f"the enrollment criteria do not match now{inactive}" + (f"; {later}" if later else ""),
             verdict.render().splitlines(),
         )
     if enrollment.trigger == "schedule":
