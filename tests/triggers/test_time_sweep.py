@@ -7,6 +7,7 @@ no assertion depends on how long anything takes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -311,3 +312,57 @@ async def test_a_reenroll_property_reenrolls_when_time_makes_it_match_again(
         assert len(statuses(app)) == 2
         [_, again] = services.list_enrollments(app, "reengage", record_id="ann")
     assert again["reason"] is None or "re-enrolled" in str(again)
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "renewal-reminders.yaml"
+
+
+async def test_renewal_reminders_enrolls_30_days_before_and_follows_a_moved_date(
+    app, env, new_worker, sweeper, dispatcher, clock
+):
+    services.publish_files(app, [EXAMPLE])
+    await services.activate(app, "renewal-reminders")
+    renewal = (clock.now + 30 * DAY + timedelta(minutes=1)).replace(microsecond=0)
+    company = {"name": "Acme", "lifecycle_stage": "customer", "owner": "bob", "email": "a@acme.io"}
+    services.set_record(app, "company", "acme", {**company, "renewal_date": iso(renewal)})
+
+    def states() -> list[tuple[str, str | None]]:
+        return [(s, r) for _, s, r in statuses(app, "renewal-reminders")]
+
+    async with new_worker():
+        await dispatcher.dispatch_pending()
+        assert states() == []  # 30 days and a minute away: not yet
+        clock.advance(timedelta(minutes=2))
+        assert sweeper.sweep().changes == 1
+        await dispatcher.dispatch_pending()
+        assert states() == [("running", None)]
+        # The renewal is moved two months on while enrolled: the criteria no longer match,
+        # the reminders stop; 30 days before the new date, time enrolls the company again.
+        later = renewal + 60 * DAY
+        services.set_record(app, "company", "acme", {"renewal_date": iso(later)})
+        await dispatcher.dispatch_pending()
+        assert (await result_of_key(env, app, "renewal-reminders")).status == "unenrolled"
+        assert states() == [("unenrolled", "enrollment criteria no longer met")]
+        clock.now = later - 30 * DAY - timedelta(minutes=1)
+        set_watermark(app, clock.now, "renewal-reminders")
+        clock.advance(timedelta(minutes=2))
+        assert sweeper.sweep().changes == 1
+        await dispatcher.dispatch_pending()
+        assert states() == [
+            ("unenrolled", "enrollment criteria no longer met"),
+            ("running", None),
+        ]
+        # Renewed: the goal ends the enrollment during its wait.
+        services.set_record(app, "company", "acme", {"renewal_status": "renewed"})
+        await dispatcher.dispatch_pending()
+        result = await result_of_key(env, app, "renewal-reminders")
+    assert result.status == "goal_met"
+
+
+async def result_of_key(env: WorkflowEnvironment, app: App, key: str):
+    enrollment = services.list_enrollments(app, key)[-1]
+    handle = env.client.get_workflow_handle(
+        enrollment["temporal_workflow_id"], result_type=EnrollmentResult
+    )
+    async with env.time_skipping_unlocked():
+        return await handle.result()
