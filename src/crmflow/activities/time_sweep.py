@@ -216,7 +216,7 @@ class TimeSweeper:
             targets = sweep_targets(session, now=now)
         result = {"workflows": len(targets), "windows": 0, "candidates": 0, "changes": 0}
         for target in targets:
-            if not self._sweep_workflow(target, now, result):
+            if not self.sweep_workflow(target, now, result):
                 return TimeSweepResult(**result, caught_up=False)
         return TimeSweepResult(**result)
 
@@ -229,8 +229,9 @@ class TimeSweeper:
             sweeps.begin_at(target.key, min(target.activated_at, now))
         return sweeps.claim(target.key, until=now, max_span=self.max_span)
 
-    def _sweep_workflow(self, target: SweepTarget, now: datetime, result: dict[str, int]) -> bool:
-        """Sweep one workflow up to `now`; False when the run's budget ran out first."""
+    def sweep_workflow(self, target: SweepTarget, now: datetime, result: dict[str, int]) -> bool:
+        """Sweep one workflow up to `now`, counting in `result` (windows, candidates, changes);
+        False when the run's budget ran out first."""
         while result["candidates"] < self.budget:
             with self.sessions.begin() as session:
                 window = self._claim(session, target, now)
