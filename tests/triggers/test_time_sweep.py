@@ -14,13 +14,20 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from temporalio.testing import WorkflowEnvironment
+from test_automatic_enrollment import Crash, lease_runs_out
 
 from crmflow.activities.models import EnrollmentResult
 from crmflow.activities.time_sweep import TimeSweeper
 from crmflow.starter import services
 from crmflow.starter._app import App
-from crmflow.store import EventRepository, RecordChange, TimeSweep, TimeSweepRepository
-from crmflow.triggers import Dispatcher
+from crmflow.store import (
+    Enrollment,
+    EventRepository,
+    RecordChange,
+    TimeSweep,
+    TimeSweepRepository,
+)
+from crmflow.triggers import Change, Dispatcher
 
 DAY = timedelta(days=1)
 REENGAGE = {"property": "last_activity", "op": "more_than_ago", "value": "30d"}
@@ -87,6 +94,18 @@ def time_changes(app: App) -> list[tuple[str | None, str, datetime]]:
                 select(RecordChange).where(RecordChange.kind == "time").order_by(RecordChange.id)
             )
         ]
+
+
+def enrolled_by_time(app: App) -> list[str]:
+    """The records whose enrollment a "time passed" change made."""
+    with app.sessions() as session:
+        return sorted(
+            session.scalars(
+                select(Enrollment.record_id)
+                .join(RecordChange, RecordChange.id == Enrollment.trigger_change_id)
+                .where(RecordChange.kind == "time")
+            )
+        )
 
 
 def track(app: App, record_id: str, name: str, at: datetime) -> None:
@@ -159,6 +178,7 @@ async def test_a_record_aging_past_30_days_enrolls_once(
         await dispatcher.dispatch_pending()
         assert len(time_changes(app)) == 3
         assert sorted(statuses(app)) == [("ann", "running", None), ("cid", "running", None)]
+        assert enrolled_by_time(app) == ["ann", "cid"]
         result = await result_of(env, app, "ann")
         assert result.status == "completed"
     assert len([m for m in services.outbox(app) if m["record_id"] == "ann"]) == 1
@@ -224,6 +244,7 @@ async def test_a_sweep_that_missed_runs_catches_up_without_doubles(
     for record_id, after in crossings.items():
         last = start - 30 * DAY + after
         services.set_record(app, "contact", record_id, {"last_activity": iso(last)})
+    await dispatcher.dispatch_pending()  # their creation: not matching yet
     # Three days without a sweep (server down). The first run has a budget of one record: it
     # stops after ann's window, and the next runs go on from there, an hour at a time.
     small = TimeSweeper(app.sessions, clock=clock, budget=1)
@@ -238,6 +259,7 @@ async def test_a_sweep_that_missed_runs_catches_up_without_doubles(
     async with new_worker():
         await dispatcher.dispatch_pending()
         assert sorted(statuses(app)) == [(r, "running", None) for r in ("ann", "bob", "cid")]
+        assert enrolled_by_time(app) == ["ann", "bob", "cid"]
         # The whole gap again (watermark put back): nothing twice.
         set_watermark(app, start)
         assert TimeSweeper(app.sessions, clock=clock).sweep().changes == 0
@@ -267,6 +289,7 @@ async def test_crossings_on_a_dst_day_happen_at_their_exact_instant(
     )
     services.set_record(app, "contact", "ann", {"last_activity": "2027-03-13T02:30:00-05:00"})
     services.set_record(app, "contact", "bob", {"renewal_date": "2027-04-13"})
+    await dispatcher.dispatch_pending()  # their creation: not matching yet
     set_watermark(app, datetime(2027, 3, 13, 12, tzinfo=UTC))
     clock.now = datetime(2027, 3, 15, tzinfo=UTC)
     assert TimeSweeper(app.sessions, clock=clock).sweep().changes == 2
@@ -277,6 +300,7 @@ async def test_crossings_on_a_dst_day_happen_at_their_exact_instant(
     async with new_worker():
         await dispatcher.dispatch_pending()
         assert sorted(statuses(app)) == [("ann", "running", None), ("bob", "running", None)]
+        assert enrolled_by_time(app) == ["ann", "bob"]
 
 
 async def test_a_reenroll_property_reenrolls_when_time_makes_it_match_again(
@@ -366,3 +390,35 @@ async def result_of_key(env: WorkflowEnvironment, app: App, key: str):
     )
     async with env.time_skipping_unlocked():
         return await handle.result()
+
+
+@pytest.mark.parametrize("point", ["decided", "enrolled"])
+async def test_a_dispatcher_killed_on_a_time_change_enrolls_once(
+    app, env, new_worker, publish, sweeper, dispatcher, clock, point
+):
+    await publish(workflow())
+    last = clock.now - 30 * DAY + timedelta(seconds=30)
+    services.set_record(app, "contact", "ann", {"email": "a@x.io", "last_activity": iso(last)})
+
+    def crash(at: str, change: Change) -> None:
+        if at == point and change.kind == "time":
+            raise Crash(at)
+
+    dispatcher.crash_point = crash
+    async with new_worker():
+        await dispatcher.dispatch_pending()  # its creation: not matching yet
+        assert statuses(app) == []
+        clock.advance(timedelta(minutes=1))
+        assert sweeper.sweep().changes == 1
+        with pytest.raises(Crash):
+            await dispatcher.dispatch_pending()
+        lease_runs_out(app)
+        fresh = Dispatcher(
+            app.sessions, env.client, task_queue=app.settings.task_queue, clock=clock
+        )
+        await fresh.dispatch_pending()
+        assert sweeper.sweep().changes == 0
+        await fresh.dispatch_pending()
+        assert statuses(app) == [("ann", "running", None)]
+        assert (await result_of(env, app, "ann")).status == "completed"
+    assert len(services.outbox(app)) == 1
