@@ -396,3 +396,33 @@ def test_cli_simulate_bad_input(tmp_path, args, message):
     assert message in found.stderr
     assert len(found.stderr.strip().splitlines()) == 1, found.stderr
     assert "Traceback" not in found.stderr
+
+
+# ---------------------------------------------------------------- time-based goals and exits
+
+
+async def test_a_goal_that_time_meets_is_judged_at_simulated_time(tmp_path):
+    monday = next_weekday(0)
+    start = at(monday, "10:00")
+    demo = start + timedelta(days=3)
+    defn = definition([{"id": "w", "type": "delay", "duration": "10d"}, EMAIL])
+    # Met once the demo date has come (within the last 7 days of simulated time).
+    defn["goal"] = {"criteria": {"property": "demo_date", "op": "within_last", "value": "7d"}}
+    result = await run(tmp_path, defn, start, properties={"demo_date": demo.isoformat()})
+    assert result.status == "goal_met"
+    assert [s.action_id for s in result.steps] == ["w"]
+    assert step(result, "w").outcome == "interrupted: goal_met"
+
+
+async def test_an_unenroll_when_that_time_turns_true_ends_the_delay(tmp_path):
+    monday = next_weekday(0)
+    start = at(monday, "10:00")
+    trial_end = (start + timedelta(days=2)).date().isoformat()
+    defn = definition(
+        [{"id": "w", "type": "delay", "duration": "30d"}, EMAIL],
+        unenroll_when={"property": "trial_end", "op": "more_than_ago", "value": "1d"},
+    )
+    result = await run(tmp_path, defn, start, properties={"trial_end": trial_end})
+    assert (result.status, result.reason) == ("unenrolled", "unenroll_when matched")
+    assert [s.action_id for s in result.steps] == ["w"]
+    assert step(result, "w").outcome == "interrupted: unenrolled"

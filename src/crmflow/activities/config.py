@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
+
+from crmflow.definitions import parse_duration
 
 from ._secrets import ENV_NAME, SECRET_PREFIX
 
@@ -143,3 +146,24 @@ def parse_actions_setting(spec: str | None) -> dict[str, str]:
             raise ConfigError(f"CRMFLOW_ACTIONS: {item!r} is not name=module:function")
         targets[name] = target
     return targets
+
+
+TIME_SWEEP_INTERVAL_VARIABLE = "CRMFLOW_TIME_SWEEP_INTERVAL"
+_SWEEP_BOUNDS = (timedelta(seconds=1), timedelta(hours=1))
+
+
+def time_sweep_interval(env: Mapping[str, str], default: timedelta) -> timedelta:
+    """How often the time sweep runs: CRMFLOW_TIME_SWEEP_INTERVAL (a duration, `30s`, `1m`),
+    from 1 s to 1 h; `default` when unset."""
+    name = TIME_SWEEP_INTERVAL_VARIABLE
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        interval = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r}: {exc}") from None
+    low, high = _SWEEP_BOUNDS
+    if not low <= interval <= high:
+        raise ConfigError(f"{name}={text!r}: must be from 1s to 1h")
+    return interval

@@ -161,3 +161,17 @@ class ScheduledRunResult(_Model):
     skipped: int = 0
     failed: int = 0
     note: str | None = None
+
+
+class TimeSweepInput(_Model):
+    """One run of the time sweep (started by the deployment's Temporal Schedule)."""
+
+
+class TimeSweepResult(_Model):
+    """What one run of the time sweep did."""
+
+    workflows: int = 0  # workflows whose conditions hold a time-relative term
+    windows: int = 0  # windows swept (watermarks advanced)
+    candidates: int = 0  # records the SQL selection found crossing
+    changes: int = 0  # "time passed" changes appended to the change feed
+    caught_up: bool = True  # False: the run stopped at its budget; the next one goes on

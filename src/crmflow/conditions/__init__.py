@@ -76,9 +76,11 @@ from ._time import (
     next_change,
     thresholds,
     time_terms,
+    to_micros,
 )
 
 __all__ = [
+    "to_micros",
     "MAX_US",
     "MIN_US",
     "SECOND_US",

@@ -96,10 +96,19 @@ def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttribute
 
 
 class EnrollmentStarter:
-    def __init__(self, sessions: sessionmaker[Session], client: Client, task_queue: str) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        client: Client,
+        task_queue: str,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """`clock`: when enrollments begin and their goal is judged (simulate's is simulated)."""
         self.sessions = sessions
         self.client = client
         self.task_queue = task_queue
+        self.clock = clock
 
     async def start(
         self,
@@ -118,7 +127,7 @@ class EnrollmentStarter:
         (the enroll_in_workflow step that asks for the enrollment). `snapshot`: the record as
         the caller just read it (with the events the workflow's goal reads), saving a read."""
         key, object_type = definition.key, definition.object_type
-        now = datetime.now(UTC)
+        now = self.clock()
         with self.sessions.begin() as session:
             enrollments = EnrollmentRepository(session)
             enrollment = (
@@ -177,7 +186,7 @@ class EnrollmentStarter:
         `--enroll-existing`'s), in one transaction and a handful of statements whatever the
         page's size: each record's enrollment row ready to `launch`, or why it has none."""
         key, object_type = definition.key, definition.object_type
-        now = datetime.now(UTC)
+        now = self.clock()
         goal_events = condition_reads(definition.goal.criteria).events if definition.goal else ()
         outcomes: dict[str, Ready | EnrollOutcome] = {}
         with self.sessions.begin() as session:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from crmflow.conditions import RecordSnapshot, evaluate
 from crmflow.definitions import (
@@ -20,6 +20,9 @@ from ._eligibility import refusal
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 LISTED, UNLISTED, EVENT = "listed", "unlisted", "event"
+# Time alone changed a time-relative term of one workflow's conditions (the time sweep).
+TIME = "time"
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,11 @@ class Change:
     list_name: str | None = None
     event_name: str | None = None
     event_id: int | None = None
+    # A `time` change: the workflow it is for, the instant its terms changed, and the events
+    # whose terms did (`properties`: the properties whose terms did).
+    workflow_key: str | None = None
+    at: datetime | None = None
+    events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +180,13 @@ def reenroll_fired(definition: WorkflowDefinition, change: Change) -> str | None
         return f"re-enrolled: event {change.event_name}"
     if change.kind == LISTED and change.list_name in re.lists:
         return f"re-enrolled: joined list {change.list_name}"
+    if change.kind == TIME:
+        # The property changed (or the event happened) earlier, and time has now made the
+        # criteria match: the re-enrollment trigger fires with a delay.
+        names = sorted(set(re.properties) & set(change.properties))
+        names += [f"event {e}" for e in sorted(set(re.events) & set(change.events))]
+        if names:
+            return f"re-enrolled: criteria met as time passed ({', '.join(names)})"
     return None
 
 
@@ -188,6 +203,10 @@ def decide(
     active enrollments whose exit rules read what changed; `ever_enrolled`: keys of the
     workflows the record was ever enrolled in."""
     decisions: list[Decision] = []
+    if change.kind == TIME and change.at is not None:
+        # As if the record changed at that instant: judged now, and never before it (a
+        # dispatcher whose clock is behind the sweep's must not find the term unchanged).
+        now = max(now, change.at)
     if change.kind == DELETED or snapshot is None:
         return [Leave(e, "unenrolled", "record deleted") for _, e in leave]
     enrolled_in = {e.key for _, e in leave}
@@ -223,7 +242,17 @@ def decide(
         ):
             continue
         reason = reenroll_fired(definition, change)
-        if reason is None:
+        if change.kind == TIME:
+            # Time alone enrolls a record only when it came to match: it did not match just
+            # before the instant, with the record as it is.
+            assert change.at is not None
+            if evaluate(criteria, snapshot, now=change.at - _JUST_BEFORE):
+                continue
+            if reason is None:
+                if trigger.key in ever_enrolled:
+                    continue
+                reason = "criteria met as time passed"
+        elif reason is None:
             if trigger.key in ever_enrolled:
                 continue  # enrolled before, and no re-enrollment trigger fired
             if not before:

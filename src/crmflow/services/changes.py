@@ -35,6 +35,13 @@ def changed(change: RecordChange) -> dict[str, Any]:
         return {"list": change.list_name}
     if change.kind == "event":
         return {"event": change.event_name}
+    if change.kind == "time":  # time alone changed a term of one workflow's conditions
+        events = list(change.before.get("events", []))
+        return {
+            "workflow": change.workflow_key,
+            "properties": list(change.properties),
+            "events": events,
+        }
     return {}
 
 

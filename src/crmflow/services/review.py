@@ -33,6 +33,7 @@ from crmflow.store import (
 
 from ._app import App
 from ._base import UserError, load_version, starter, utcnow
+from .history_time import coming_by_time, review_note
 
 # ---------------------------------------------------------------- counting who would enroll
 
@@ -126,6 +127,8 @@ def review(
         active = WorkflowRepository(session).require(key).active
         counts = None if criteria is None else tally(session, definition, now=now)
         message = _what_activation_does(definition, counts, active=active)
+        if trigger == "criteria" and (coming := coming_by_time(session, definition, now=now)):
+            message = f"{message}; {review_note(coming)}"
         if criteria is None or not (list_records or save_list):
             return Review(key, version, trigger, active, counts, message)
         matching = select_matching(

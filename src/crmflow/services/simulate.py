@@ -28,6 +28,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 
+from crmflow.activities.time_sweep import TimeSweeper, leave_conditions
+from crmflow.conditions import thresholds, time_terms
 from crmflow.definitions import (
     DefinitionError,
     InvalidInput,
@@ -37,7 +39,7 @@ from crmflow.definitions import (
     parse_duration,
 )
 from crmflow.enrolling import EnrollmentStarter
-from crmflow.store import EnrollmentRepository, EventRepository
+from crmflow.store import EnrollmentRepository, EventRepository, TimeSweepRepository, load_snapshot
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker, zone_of
 from crmflow.worker import search_attributes as sa
@@ -53,6 +55,62 @@ HORIZON = timedelta(days=3 * 366)
 """How far a simulation runs at most: an enrollment still waiting then (a wait_for_event
 without timeout whose event never comes) is ended with reason 'simulation horizon'."""
 _CHUNK = timedelta(days=30)
+# Past the instant a term changes: the test server's clock has millisecond steps.
+_PAST = timedelta(milliseconds=1)
+
+
+class SimulatedClock:
+    """The test server's time as of its last reading: what the dispatcher and the time sweep
+    judge conditions at, instead of the real clock."""
+
+    def __init__(self, env: WorkflowEnvironment, now: datetime) -> None:
+        self.env = env
+        self.now = now
+
+    def __call__(self, *_: object) -> datetime:
+        return self.now
+
+    async def read(self) -> datetime:
+        self.now = await self.env.get_current_time()
+        return self.now
+
+
+def _next_exit_change(
+    app: App, definition: WorkflowDefinition, object_type: str, after: datetime
+) -> datetime | None:
+    """The first instant after `after` at which time alone changes a term of the workflow's
+    goal, `unenroll_when` or criteria-unmet rule for the simulated record."""
+    terms = [t for c in leave_conditions(definition) for t in time_terms(c)]
+    if not terms:
+        return None
+    with app.sessions() as session:
+        snapshot = load_snapshot(session, object_type, RECORD_ID)
+    if snapshot is None:
+        return None
+    found = thresholds(terms, snapshot, after=after)
+    return found[0] if found else None
+
+
+async def _pass_time(
+    env: WorkflowEnvironment,
+    app: App,
+    clock: SimulatedClock,
+    definition: WorkflowDefinition,
+    until: datetime,
+    *,
+    sweeper: TimeSweeper,
+    dispatcher: Dispatcher,
+) -> None:
+    """Let simulated time run to `until`, stopping just past each instant at which time alone
+    changes the enrollment's exit rules, where the time sweep and the dispatcher judge them as in
+    production (at the simulated time)."""
+    while (now := await clock.read()) < until:
+        change = _next_exit_change(app, definition, definition.object_type, now)
+        stop = until if change is None or change + _PAST >= until else change + _PAST
+        await env.sleep(stop - now)
+        await clock.read()
+        sweeper.sweep()
+        await dispatcher.dispatch_pending()
 
 
 @dataclass(frozen=True)
@@ -213,10 +271,16 @@ async def _run(
     zone = zone_of(
         properties.get(definition.settings.timezone_property or ""), definition.settings.timezone
     )
-    starter = EnrollmentStarter(app.sessions, env.client, TASK_QUEUE)
-    dispatcher = Dispatcher(app.sessions, env.client, task_queue=TASK_QUEUE, starter=starter)
+    clock = SimulatedClock(env, await env.get_current_time())
+    starter = EnrollmentStarter(app.sessions, env.client, TASK_QUEUE, clock=clock)
+    # Goals and exits are judged at the simulated time, by the dispatcher and the time sweep.
+    dispatcher = Dispatcher(
+        app.sessions, env.client, task_queue=TASK_QUEUE, starter=starter, clock=clock
+    )
+    # Every instant its own window: one record, and years may pass between two.
+    sweeper = TimeSweeper(app.sessions, clock=clock, max_span=HORIZON + _CHUNK)
     await dispatcher.dispatch_pending()  # the record's creation: nothing to do, marked done
-    current = await env.get_current_time()
+    current = await clock.read()
     if begin > current:
         await env.sleep(begin - current)
     delivered: list[tuple[datetime, SimulatedEvent]] = []
@@ -226,17 +290,22 @@ async def _run(
     async with build_worker(
         env.client, app.sessions, enroller=starter, task_queue=TASK_QUEUE, outward=outward
     ):
-        started = await env.get_current_time()
+        started = await clock.read()
+        with app.sessions.begin() as session:
+            TimeSweepRepository(session).begin_at(definition.key, started)
         outcome = await starter.start(definition, published.version, RECORD_ID, source="manual")
         if not outcome.ok or outcome.temporal_workflow_id is None:
             raise OperationFailed(f"the record would not enroll: {outcome.message}")
         handle = env.client.get_workflow_handle(outcome.temporal_workflow_id)
+
+        def pass_time(until: datetime) -> Any:
+            return _pass_time(
+                env, app, clock, definition, until, sweeper=sweeper, dispatcher=dispatcher
+            )
+
         for event in sorted(events, key=lambda e: e.offset):
-            now = await env.get_current_time()
-            due = started + event.offset
-            if due > now:
-                await env.sleep(due - now)
-            at = await env.get_current_time()
+            await pass_time(started + event.offset)
+            at = await clock.read()
             with app.sessions.begin() as session:
                 EventRepository(session).add(
                     object_type, RECORD_ID, event.name, event.properties, occurred_at=at
@@ -249,7 +318,7 @@ async def _run(
                 await starter.unenroll([handle.id], "simulation horizon")
                 await asyncio.wait_for(handle.result(), timeout=30)
                 break
-            await env.sleep(_CHUNK)
+            await pass_time(await clock.read() + _CHUNK)
             waited += _CHUNK
     with app.sessions() as session:
         repo = EnrollmentRepository(session)

@@ -18,10 +18,11 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from crmflow.activities.config import ConfigError, OutwardSettings
+from crmflow.activities.config import ConfigError, OutwardSettings, time_sweep_interval
+from crmflow.activities.time_sweep import SWEEP_INTERVAL
 from crmflow.store import DEFAULT_DB_URL
 from crmflow.triggers import Dispatcher
-from crmflow.worker import build_worker
+from crmflow.worker import build_worker, ensure_time_sweep_schedule
 
 from ._app import App, Settings
 from ._base import OperationFailed, UserError
@@ -90,8 +91,17 @@ async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], 
     """Run a worker and the change dispatcher until `stop` is set, then shut both down
     gracefully. A fatal worker error (e.g. the server went away for good) is raised."""
     outward = outward_settings()
+    try:
+        sweep_every = time_sweep_interval(os.environ, SWEEP_INTERVAL)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     client = await app.client()
     await require_namespace(client, app.settings)
+    # Time-relative conditions: one Schedule for the deployment, kept as configured by every
+    # worker that starts.
+    await ensure_time_sweep_schedule(
+        client, task_queue=app.settings.task_queue, interval=sweep_every
+    )
     starter = await app.starter()
     worker = build_worker(
         client, app.sessions, enroller=starter, task_queue=app.settings.task_queue, outward=outward

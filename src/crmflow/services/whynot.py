@@ -28,6 +28,7 @@ from crmflow.store import (
 
 from ._app import App
 from ._base import UserError, utcnow
+from .history_time import time_enrollment
 
 
 @dataclass(frozen=True)
@@ -117,9 +118,10 @@ def _why(
         )
     verdict = explain(enrollment.criteria, snapshot, now=now)
     if not verdict.holds:
+        later = time_enrollment(definition, workflow, enrollments, snapshot, now=now)
         return Explanation(
             "criteria_unmet",
-            f"the enrollment criteria do not match now{inactive}",
+            f"the enrollment criteria do not match now{inactive}" + (f"; {later}" if later else ""),
             verdict.render().splitlines(),
         )
     if enrollment.trigger == "schedule":

@@ -21,6 +21,7 @@ from ._changes import (
     ChangeRepository,
     Failure,
     FeedEntry,
+    TimeChange,
     changed_properties,
 )
 from ._crossings import CrossingRepository
@@ -142,6 +143,7 @@ __all__ = [
     "StoreError",
     "SweepConflict",
     "SweepWindow",
+    "TimeChange",
     "Task",
     "TaskRepository",
     "TimeSweep",

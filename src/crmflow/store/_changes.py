@@ -26,6 +26,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from ._leases import HOLDS, Fence
@@ -34,6 +35,21 @@ from ._tables import RecordChange
 # Kinds of change.
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 LISTED, UNLISTED, EVENT = "listed", "unlisted", "event"
+# Time alone changed a time-relative term of one workflow's conditions for the record.
+TIME = "time"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeChange:
+    """A "time passed" change to append: at `at`, a term on these properties or events of the
+    workflow's conditions changed for the record."""
+
+    workflow_key: str
+    object_type: str
+    record_id: str
+    at: datetime
+    properties: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
 
 
 def changed_properties(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,6 +149,37 @@ class ChangeRepository:
                 attempts=0,
             )
         )
+
+    def append_time(self, changes: Sequence[TimeChange]) -> int:
+        """Append "time passed" changes, each at most once ever per (workflow, record,
+        instant): one appended before (by a sweep that crashed before moving its watermark,
+        or by another sweep) is left as it is. Returns how many were new."""
+        if not changes:
+            return 0
+        rows = [
+            {
+                "object_type": c.object_type,
+                "record_id": c.record_id,
+                "kind": TIME,
+                "properties": sorted(c.properties),
+                "before": {"events": sorted(c.events)} if c.events else {},
+                "workflow_key": c.workflow_key,
+                "occurred_at": c.at,
+                "attempts": 0,
+            }
+            for c in changes
+        ]
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(RecordChange)
+            .on_conflict_do_nothing(
+                index_elements=["workflow_key", "object_type", "record_id", "occurred_at"],
+                index_where=RecordChange.workflow_key.is_not(None),
+            )
+            .returning(RecordChange.id)
+        )
+        return len(self.session.execute(statement, rows).all())
 
     def pending(self, *, limit: int, now: datetime) -> list[RecordChange]:
         """Changes due for dispatch, oldest first (so a record's changes keep their order):

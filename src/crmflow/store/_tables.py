@@ -329,17 +329,35 @@ class RecordChange(Base):
             sqlite_where=text("dispatched_at IS NULL AND attempts > 0"),
             postgresql_where=text("dispatched_at IS NULL AND attempts > 0"),
         ),
+        # A "time passed" change (kind `time`) exists once per workflow, record and instant,
+        # whatever sweep appends it and however often: the sweep inserts with ON CONFLICT DO
+        # NOTHING on this index.
+        Index(
+            "uq_record_changes_time",
+            "workflow_key",
+            "object_type",
+            "record_id",
+            "occurred_at",
+            unique=True,
+            sqlite_where=text("workflow_key IS NOT NULL"),
+            postgresql_where=text("workflow_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     object_type: Mapped[str] = mapped_column(String(64))
     record_id: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(16))  # created updated deleted listed unlisted event
+    # created updated deleted listed unlisted event, or time: a time-relative term of one
+    # workflow's conditions changed for the record at `occurred_at`, with no change to it
+    # (then `properties` and `before["events"]` name the properties and events whose terms did).
+    kind: Mapped[str] = mapped_column(String(16))
     properties: Mapped[list[str]] = mapped_column(JsonColumn, default=list)
     before: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
     list_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     event_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # The workflow a `time` change is for (NULL for every other kind).
+    workflow_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -33,6 +33,7 @@ from crmflow.enrolling import EnrollmentStarter
 from crmflow.rules import (
     DELETED,
     EVENT,
+    TIME,
     ActiveEnrollment,
     Change,
     Decision,
@@ -90,10 +91,13 @@ def as_change(row: RecordChange) -> Change:
         record_id=row.record_id,
         kind=row.kind,
         properties=tuple(row.properties),
-        before=dict(row.before),
+        before=dict(row.before) if row.kind != TIME else {},
         list_name=row.list_name,
         event_name=row.event_name,
         event_id=row.event_id,
+        workflow_key=row.workflow_key,
+        at=row.occurred_at if row.kind == TIME else None,
+        events=tuple(row.before.get("events", ())) if row.kind == TIME else (),
     )
 
 
@@ -137,17 +141,20 @@ class Dispatcher:
         retry_delays: tuple[timedelta, ...] = RETRY_DELAYS,
         reconcile_every: float = RECONCILE_EVERY,
         starter: EnrollmentStarter | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """`starter`: the process's one starter, built by the wiring code (a dispatcher made
-        alone, as in tests, builds its own)."""
+        alone, as in tests, builds its own). `clock`: the time conditions are judged at
+        (simulate passes the simulated one)."""
         self.sessions = sessions
-        self.starter = starter or EnrollmentStarter(sessions, client, task_queue)
+        self.starter = starter or EnrollmentStarter(sessions, client, task_queue, clock=clock)
         self.reconciler = Reconciler(sessions, client)
         self.batch = batch
         self.poll_interval = poll_interval
         self.holder = holder or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.retry_delays = retry_delays
         self.reconcile_every = reconcile_every
+        self.clock = clock
         self.fence: Fence | None = None
         self._index: TriggerIndex | None = None
         self._generation: tuple[object, ...] | None = None
@@ -354,7 +361,7 @@ class Dispatcher:
                 )
             )
         decisions = decide(
-            change, snapshot, enter=enter, leave=leave, ever_enrolled=ever, now=datetime.now(UTC)
+            change, snapshot, enter=enter, leave=leave, ever_enrolled=ever, now=self.clock()
         )
         self.crash_point("decided", change)
         decisions = [*(Enroll(t.key, "redo") for t in redone), *decisions]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from crmflow.rules import CREATED, DELETED, EVENT, LISTED, UNLISTED, UPDATED, Change, Trigger
+from crmflow.rules import CREATED, DELETED, EVENT, LISTED, TIME, UNLISTED, UPDATED, Change, Trigger
 
 
 class _Side:
@@ -43,6 +43,9 @@ class _Side:
             return set(self.events.get(change.event_name or "", set()))
         if change.kind == DELETED:
             return set(self.all)
+        if change.kind == TIME:
+            # Its workflow's versions only: the sweep judged that workflow's conditions.
+            return {ident for ident in self.all if ident[0] == change.workflow_key}
         return set()
 
 

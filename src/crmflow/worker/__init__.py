@@ -3,9 +3,12 @@
 from ._enrollment import EXECUTABLE_ACTION_TYPES, EnrollmentWorkflow
 from ._scheduled import ScheduledRunWorkflow
 from ._time import zone_of
+from ._time_sweep import TimeSweepWorkflow, ensure_time_sweep_schedule
 from ._worker import TASK_QUEUE, build_worker, workflow_runner
 
 __all__ = [
+    "TimeSweepWorkflow",
+    "ensure_time_sweep_schedule",
     "zone_of",
     "ScheduledRunWorkflow",
     "EXECUTABLE_ACTION_TYPES",

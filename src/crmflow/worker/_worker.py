@@ -17,11 +17,13 @@ from crmflow.activities.messages import MessageActivities
 from crmflow.activities.ports import Enroller
 from crmflow.activities.records import RecordActivities
 from crmflow.activities.schedules import SchedulingActivities
+from crmflow.activities.time_sweep import Clock, TimeSweepActivities
 from crmflow.activities.webhooks import WebhookActivities
 from crmflow.activities.workflows import WorkflowActivities
 
 from ._enrollment import EnrollmentWorkflow
 from ._scheduled import ScheduledRunWorkflow
+from ._time_sweep import TimeSweepWorkflow
 
 TASK_QUEUE = "crmflow"
 
@@ -60,7 +62,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-WORKFLOWS = [EnrollmentWorkflow, ScheduledRunWorkflow]
+WORKFLOWS = [EnrollmentWorkflow, ScheduledRunWorkflow, TimeSweepWorkflow]
 
 
 def build_worker(
@@ -73,12 +75,14 @@ def build_worker(
     max_concurrent_activities: int = 32,
     extra_workflows: Sequence[type] = (),
     outward: OutwardSettings | None = None,
+    time_sweep_clock: Clock | None = None,
 ) -> Worker:
     """`enroller`: the starter of `crmflow.enrolling` that the wiring code built (for the
     activities that enroll and the scheduled runs). `outward`: SMTP, webhook and custom action
     settings (default: outbox only, private webhook addresses refused, no rate limit,
     entry-point handlers only). `simulate` passes `OutwardSettings(dry_run=True)`: nothing
-    leaves the worker."""
+    leaves the worker. `time_sweep_clock`: the time sweep's clock (default: the database's;
+    tests control it)."""
     outward = outward or OutwardSettings()
     records = RecordActivities(sessions)
     messages = MessageActivities(sessions, smtp=None if outward.dry_run else outward.smtp)
@@ -92,6 +96,11 @@ def build_worker(
         dry_run=outward.dry_run,
     )
     workflows = WorkflowActivities(sessions, enroller)
+    time_sweep = (
+        TimeSweepActivities(sessions)
+        if time_sweep_clock is None
+        else TimeSweepActivities(sessions, clock=time_sweep_clock)
+    )
     custom = CustomActivities(sessions, HandlerRegistry(outward.actions), dry_run=outward.dry_run)
     return Worker(
         client,
@@ -111,6 +120,7 @@ def build_worker(
             enrollments.read_timing,
             enrollments.finish_enrollment,
             scheduling.run_schedule,
+            time_sweep.sweep_time,
         ],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
