@@ -33,6 +33,7 @@ from crmflow.store import SQLITE_BEGIN, ApiScope
 
 from ._auth import KeyLookup, Principal
 from ._idempotency import Held, IdempotencyKeys, lost_key
+from ._json import read_strictly
 from ._limits import RateLimiter
 from ._problems import (
     FORBIDDEN,
@@ -104,7 +105,8 @@ class UnitOfWork:
             self._locked = True
 
     def _before_commit(self, session: Session) -> None:
-        if not self._committing:
+        # Releasing a savepoint (`begin_nested`) commits nothing: allowed.
+        if not self._committing and not session.in_nested_transaction():
             raise RuntimeError(
                 "an endpoint committed the request's transaction: the route commits it, after "
                 "the endpoint succeeded"
@@ -241,6 +243,7 @@ async def _run(
             f"'{needed}' (or 'admin')",
         )
     await _check_media_type(request, media_types)
+    await read_strictly(request)
     started = await context.idempotency.begin(request, principal)
     if isinstance(started, Response):
         return started

@@ -52,6 +52,7 @@ from . import _changes, _review, _schedules, services
 from . import _output as output
 from . import up as long_running
 from ._app import App, Settings
+from ._cli_api import api_keys, serve
 from .devserver import DevServerError
 from .services import OperationFailed, UserError
 
@@ -310,7 +311,8 @@ def cli(
 @cli.command()
 @click.option("--temporal-port", default=7233, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
-def up(temporal_port: int, ui_port: int) -> None:
+@click.option("--api-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def up(temporal_port: int, ui_port: int, api_port: int) -> None:
     """Run everything locally: a Temporal dev server (state in .crmflow/), the store and a
     worker. Ctrl-C stops them all."""
     asyncio.run(
@@ -319,6 +321,7 @@ def up(temporal_port: int, ui_port: int) -> None:
             open_app=partial(open_app, create_database=True),
             temporal_port=temporal_port,
             ui_port=ui_port,
+            api_port=api_port,
             echo=click.echo,
         )
     )
@@ -789,6 +792,10 @@ def simulate(
         output.print_json([step.as_json() for step in result.steps])
     else:
         output.print_simulation(result)
+
+
+cli.add_command(serve)
+cli.add_command(api_keys)
 
 
 def main() -> None:

@@ -24,13 +24,17 @@ from crmflow.store._engine import DEFAULT_DB_URL
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
 
+from ._api_keys import local_admin_key
 from ._app import App, Settings
+from ._serving import build_api, serve_api, url_of
 from .devserver import DevServer
 from .services import OperationFailed, UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The dev server's state sits next to the default SQLite store: everything local in one place.
 STATE_DIR = Path(make_url(DEFAULT_DB_URL).database or ".crmflow/crmflow.db").parent
+# The local admin key of the HTTP API, made on the first `crmflow up` (mode 0600).
+ADMIN_KEY_FILE = "admin-key"
 
 
 def shown_url(url: str) -> str:
@@ -122,6 +126,20 @@ async def run_worker(app: App, *, echo: Callable[[str], None]) -> None:
         echo("worker stopped")
 
 
+async def start_api(app: App, stop: asyncio.Event, *, host: str, port: int) -> asyncio.Future[None]:
+    """The HTTP API served until `stop` is set, once it listens (a port in use is raised)."""
+    ready = asyncio.Event()
+    serving = asyncio.ensure_future(
+        serve_api(build_api(app), stop, host=host, port=port, on_ready=ready.set)
+    )
+    waiting = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if serving.done():
+        serving.result()
+    return serving
+
+
 async def run_up(
     settings: Settings,
     *,
@@ -129,8 +147,10 @@ async def run_up(
     temporal_port: int,
     ui_port: int,
     echo: Callable[[str], None],
+    api_port: int = 8080,
+    api_host: str = "127.0.0.1",
 ) -> None:
-    """Dev server, store and worker in one process, until SIGINT/SIGTERM.
+    """Dev server, store, worker and HTTP API in one process, until SIGINT/SIGTERM.
 
     `open_app` is the CLI's (it turns an unusable database URL into a user error)."""
     outward_settings()  # bad settings stop `up` before it starts a server
@@ -156,18 +176,30 @@ async def run_up(
             )
             app = open_app(local)
             try:
-                await serve_worker(
-                    app,
-                    stop,
-                    on_ready=lambda: echo(
-                        "crmflow is up\n"
-                        f"  Temporal   {server.target} (namespace {settings.namespace})\n"
-                        f"  Web UI     {server.ui_url}\n"
-                        f"  store      {shown_url(app.settings.db_url)}\n"
-                        f"  worker     task queue {settings.task_queue!r}\n"
-                        "Ctrl-C to stop"
-                    ),
-                )
+                key_path, made = local_admin_key(app, STATE_DIR / ADMIN_KEY_FILE)
+                api_url = url_of(api_host, api_port)
+                api = await start_api(app, stop, host=api_host, port=api_port)
+                key_note = "made now" if made else "made on the first start"
+                try:
+                    await serve_worker(
+                        app,
+                        stop,
+                        on_ready=lambda: echo(
+                            "crmflow is up\n"
+                            f"  Temporal   {server.target} (namespace {settings.namespace})\n"
+                            f"  Web UI     {server.ui_url}\n"
+                            f"  store      {shown_url(app.settings.db_url)}\n"
+                            f"  worker     task queue {settings.task_queue!r}\n"
+                            f"  API        {api_url} (docs {api_url}/docs)\n"
+                            f"  admin key  in {key_path} ({key_note}): "
+                            f'curl -H "Authorization: Bearer $(cat {key_path})" '
+                            f"{api_url}/v1/workflows\n"
+                            "Ctrl-C to stop"
+                        ),
+                    )
+                finally:
+                    stop.set()
+                    await api
             finally:
                 app.close()
             echo("stopping ...")
