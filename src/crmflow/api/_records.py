@@ -37,7 +37,7 @@ from crmflow.store import EnrollmentRepository as Enrollments
 
 from ._checks import Problems, as_utc, located, path_checks
 from ._problems import NOT_FOUND, ApiProblem, Problem
-from ._routing import StoreSession, scoped_router
+from ._routing import RequestUnitOfWork, StoreSession, UnitOfWork, scoped_router
 
 BATCH_MAX = 1000
 # An event may be dated a little ahead of this server's clock (clocks differ), not more: a
@@ -117,16 +117,32 @@ def _stored(loc: list[str | int], exc: StoreError) -> ApiProblem:
     return located(loc, str(exc))
 
 
-def _upsert(session: Session, object_type: str, record_id: str, body: RecordBody) -> Any:
+def _upsert(unit: UnitOfWork, object_type: str, record_id: str, body: RecordBody) -> Any:
     _record_path(object_type, record_id)
     problems = Problems()
     problems.properties(["body", "properties"], body.properties)
     problems.raise_any()
+    session = unit.session()
     try:
-        RecordRepository(session).upsert(object_type, record_id, body.properties, now=now())
+        record, created = RecordRepository(session).upsert(
+            object_type, record_id, body.properties, now=now()
+        )
     except StoreError as exc:
         raise _stored(["body", "properties"], exc) from None
-    return record_view(session, object_type, record_id)
+    if created:
+        # What `records show --json` shows, without asking: a record made now is in no list
+        # and associated with nothing (deleting a record deletes both).
+        view = {
+            "object_type": object_type,
+            "id": record_id,
+            "properties": dict(record.properties),
+            "lists": [],
+            "associations": [],
+        }
+    else:
+        view = record_view(session, object_type, record_id)
+    unit.finish()
+    return view
 
 
 def _event_problems(problems: Problems, loc: list[str | int], event: EventBody) -> None:
@@ -175,9 +191,9 @@ def ingest_router() -> APIRouter:
     )
     @router.patch("/records/{object_type}/{id:path}", include_in_schema=False)
     def put_record(
-        object_type: str, id: str, body: RecordBody, session: StoreSession
+        object_type: str, id: str, body: RecordBody, unit: RequestUnitOfWork
     ) -> dict[str, Any]:
-        return dict(_upsert(session, object_type, id, body))
+        return dict(_upsert(unit, object_type, id, body))
 
     @router.delete(
         "/records/{object_type}/{id:path}",
@@ -195,7 +211,9 @@ def ingest_router() -> APIRouter:
         "/records/{object_type}/batch",
         summary="Upsert up to 1,000 records, all or none",
     )
-    def batch_records(object_type: str, body: RecordBatch, session: StoreSession) -> dict[str, int]:
+    def batch_records(
+        object_type: str, body: RecordBatch, unit: RequestUnitOfWork
+    ) -> dict[str, int]:
         path_checks(("object_type", check_object_type, object_type))
         problems = Problems()
         for index, item in enumerate(body.records):
@@ -205,9 +223,12 @@ def ingest_router() -> APIRouter:
         problems.raise_any()
         rows = [(item.id, item.properties) for item in body.records]
         try:
-            created, updated = RecordRepository(session).upsert_many(object_type, rows, now=now())
+            created, updated = RecordRepository(unit.session()).upsert_many(
+                object_type, rows, now=now()
+            )
         except StoreError as exc:
             raise _stored(["body", "records"], exc) from None
+        unit.finish()
         return {"upserted": len(rows), "created": created, "updated": updated}
 
     @router.post(
@@ -217,11 +238,12 @@ def ingest_router() -> APIRouter:
         description="As `crmflow events track`; the record must exist. With an `event_id`, "
         "the event is stored once: a retry answers 202 again with `duplicate: true`.",
     )
-    def track_event(body: EventBody, session: StoreSession) -> dict[str, Any]:
+    def track_event(body: EventBody, unit: RequestUnitOfWork) -> dict[str, Any]:
         problems = Problems()
         _event_problems(problems, ["body"], body)
         problems.raise_any()
-        event_id, added = _track(session, ["body"], body)
+        event_id, added = _track(unit.session(), ["body"], body)
+        unit.finish()
         return {"event_id": event_id, "duplicate": not added}
 
     @router.post(
@@ -229,7 +251,7 @@ def ingest_router() -> APIRouter:
         status_code=202,
         summary="Track up to 1,000 events, all or none",
     )
-    def track_events(body: EventBatch, session: StoreSession) -> dict[str, Any]:
+    def track_events(body: EventBatch, unit: RequestUnitOfWork) -> dict[str, Any]:
         problems = Problems()
         for index, event in enumerate(body.events):
             _event_problems(problems, ["body", "events", index], event)
@@ -237,9 +259,10 @@ def ingest_router() -> APIRouter:
         ids = []
         duplicates = 0
         for index, event in enumerate(body.events):
-            event_id, added = _track(session, ["body", "events", index], event)
+            event_id, added = _track(unit.session(), ["body", "events", index], event)
             ids.append(event_id)
             duplicates += not added
+        unit.finish()
         return {"accepted": len(ids), "duplicates": duplicates, "event_ids": ids}
 
     @router.post(
