@@ -8,7 +8,10 @@ The API runs as `crmflow serve` does (uvicorn, one process) in a child process o
 port, over a fresh store: a temporary SQLite file, then with --pg (e.g.
 postgresql+psycopg://postgres@127.0.0.1:5432/crmflow_bench, created if missing, emptied first)
 PostgreSQL. The per-key rate limit is off (it would answer 429 past 200 requests/s: it limits
-clients, it is not what is measured). The client is httpx in this process, with keep-alive.
+clients, it is not what is measured). The client runs in this process: for (a) a minimal
+HTTP/1.1 client on keep-alive connections (httpx cost as much CPU per request as the server),
+for (b) httpx. (a) runs twice: with group commit (the default) and with one transaction per
+request (`ApiSettings(group_commit=False)`), each on its own server over the same store.
 
   (a) --requests `PUT /v1/records/contact/{id}` (a new contact each, 3 properties) from
       --concurrency tasks at once, after 200 unmeasured ones: requests/s and p50/p99 latency
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -59,10 +63,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def serve(db_url: str, port: int) -> None:
+def serve(db_url: str, port: int, group_commit: bool) -> None:
     """The child process: the API over `db_url` on 127.0.0.1:port until SIGTERM."""
     app = ServiceApp(Settings(db_url=db_url, temporal_address="127.0.0.1:1"))
-    api = build_api(app, ApiSettings(rate_limit_per_second=0))
+    api = build_api(app, ApiSettings(rate_limit_per_second=0, group_commit=group_commit))
     uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -75,13 +79,14 @@ def empty_postgres(url: str) -> None:
 
 
 class Server:
-    def __init__(self, db_url: str) -> None:
+    def __init__(self, db_url: str, *, group_commit: bool = True) -> None:
         self.db_url = db_url
         self.app = ServiceApp(Settings(db_url=db_url))  # migrates the store
-        self.key = create_api_key(self.app, "bench", "admin").key
         self.port = free_port()
+        self.key = create_api_key(self.app, f"bench-{self.port}", "admin").key
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--serve", db_url, "--port", str(self.port)]
+            + ([] if group_commit else ["--no-group-commit"])
         )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
@@ -105,40 +110,78 @@ def contact(i: int, prefix: str) -> dict[str, Any]:
     return {"email": f"{prefix}{i}@example.com", "n": i, "stage": "lead"}
 
 
-async def singles(server: Server, requests: int, concurrency: int) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {server.key}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client for the single PUTs: httpx itself took about as
+    much CPU per request as the server here (4 ms), and the machine has two cores, so the
+    load generator would have measured itself as much as the API."""
+
+    def __init__(self, host: str, port: int, key: str) -> None:
+        self.host, self.port, self.key = host, port, key
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def put(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            (
+                f"PUT {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"Authorization: Bearer {self.key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def singles(
+    server: Server, requests: int, concurrency: int, prefix: str = "s"
+) -> dict[str, float]:
     latencies: list[float] = []
     failures = 0
-    async with httpx.AsyncClient(
-        base_url=server.url, headers=headers, limits=limits, timeout=60
-    ) as client:
+    connections = [Connection("127.0.0.1", server.port, server.key) for _ in range(concurrency)]
 
-        async def run(prefix: str, ids: range, measured: bool) -> None:
-            nonlocal failures
-            for i in ids:
-                started = time.perf_counter()
-                response = await client.put(
-                    f"/v1/records/contact/{prefix}{i}", json={"properties": contact(i, prefix)}
-                )
-                if response.status_code != 200:
-                    failures += 1
-                if measured:
-                    latencies.append(time.perf_counter() - started)
-
-        async def wave(prefix: str, total: int, measured: bool) -> float:
-            share = -(-total // concurrency)
+    async def run(connection: Connection, prefix: str, ids: range, measured: bool) -> None:
+        nonlocal failures
+        for i in ids:
+            body = json.dumps({"properties": contact(i, prefix)}).encode()
             started = time.perf_counter()
-            await asyncio.gather(
-                *(
-                    run(prefix, range(w * share, min(total, (w + 1) * share)), measured)
-                    for w in range(concurrency)
-                )
-            )
-            return time.perf_counter() - started
+            status = await connection.put(f"/v1/records/contact/{prefix}{i}", body)
+            if status != 200:
+                failures += 1
+            if measured:
+                latencies.append(time.perf_counter() - started)
 
-        await wave("warm", 200, measured=False)
-        elapsed = await wave("s", requests, measured=True)
+    async def wave(prefix: str, total: int, measured: bool) -> float:
+        share = -(-total // concurrency)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                run(c, prefix, range(w * share, min(total, (w + 1) * share)), measured)
+                for w, c in enumerate(connections)
+            )
+        )
+        return time.perf_counter() - started
+
+    try:
+        await wave(f"warm-{prefix}", 200, measured=False)
+        elapsed = await wave(prefix, requests, measured=True)
+    finally:
+        for connection in connections:
+            connection.close()
     latencies.sort()
     return {
         "rps": requests / elapsed,
@@ -182,12 +225,19 @@ def measure(name: str, db_url: str, args: argparse.Namespace) -> None:
         batch = batches(server, args.batches)
     finally:
         server.close()
-    failed = f", {single['failures']:.0f} failed" if single["failures"] else ""
-    print(
-        f"{name}: (a) {args.requests} single PUTs at concurrency {args.concurrency}: "
-        f"{single['rps']:.0f} req/s, p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms"
-        f"{failed}"
-    )
+    # The same singles with one transaction per request, on the same store, for comparison.
+    alone_server = Server(db_url, group_commit=False)
+    try:
+        alone = asyncio.run(singles(alone_server, args.requests, args.concurrency, prefix="t"))
+    finally:
+        alone_server.close()
+    for label, found in (("group commit", single), ("a transaction each", alone)):
+        failed = f", {found['failures']:.0f} failed" if found["failures"] else ""
+        print(
+            f"{name}: (a) {args.requests} single PUTs at concurrency {args.concurrency}, "
+            f"{label}: {found['rps']:.0f} req/s, p50 {found['p50']:.1f} ms, "
+            f"p99 {found['p99']:.1f} ms{failed}"
+        )
     print(
         f"{name}: (b) {args.batches} batches of {BATCH}: API {batch['api']:,.0f} records/s, "
         f"repository directly {batch['direct']:,.0f} records/s, ratio {batch['ratio']:.2f}"
@@ -203,9 +253,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pg", metavar="URL", help="also measure on this PostgreSQL database")
     parser.add_argument("--serve", metavar="DB_URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--no-group-commit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, not args.no_group_commit)
         return
     with tempfile.TemporaryDirectory() as directory:
         measure("SQLite", f"sqlite:///{Path(directory) / 'bench.db'}", args)

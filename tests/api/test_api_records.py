@@ -186,6 +186,52 @@ def test_413_over_the_body_limit(start_api: StartApi) -> None:
     assert record_of(api, "ann") is None
 
 
+def test_concurrent_upserts_each_get_their_own_answer(api: Api) -> None:
+    """Concurrent PUTs share transactions (group commit): each request still gets its record
+    as its write left it, one refused record fails alone, and writes of one record merge."""
+    clients = [api.as_scope("ingest") for _ in range(16)]
+    big = {f"p{i}": "x" * 60_000 for i in range(20)}
+
+    def put(n: int) -> httpx.Response:
+        client = clients[n]
+        if n == 5:
+            return client.put("/v1/records/contact/big", json={"properties": big})
+        if n % 2:
+            return client.put("/v1/records/contact/shared", json={"properties": {f"p{n}": n}})
+        return client.put(f"/v1/records/contact/r{n}", json={"properties": {"n": n}})
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(put, range(16)))
+    for n, answer in enumerate(answers):
+        if n == 5:
+            assert locs(problem(answer, 422)) == [["body", "properties"]]
+        elif n % 2:
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["properties"][f"p{n}"] == n
+        else:
+            assert answer.json() == {
+                "object_type": "contact",
+                "id": f"r{n}",
+                "properties": {"n": n},
+                "lists": [],
+                "associations": [],
+            }
+    assert record_of(api, "big") is None
+    assert record_of(api, "shared") == {f"p{n}": n for n in range(1, 16, 2) if n != 5}
+    for n in range(0, 16, 2):
+        assert record_of(api, f"r{n}") == {"n": n}
+
+
+def test_without_group_commit(start_api: StartApi, services: App) -> None:
+    api = start_api(
+        routers=v1_routers(), services=services, settings=ApiSettings(group_commit=False)
+    )
+    client = api.as_scope("ingest")
+    assert client.put("/v1/records/contact/a", json={"properties": {"n": 1}}).status_code == 200
+    again = client.put("/v1/records/contact/a", json={"properties": {"m": 2}})
+    assert again.json()["properties"] == {"n": 1, "m": 2}
+
+
 # ---------------------------------------------------------------- batches
 
 

@@ -13,7 +13,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Response
+from anyio import to_thread
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
@@ -36,8 +37,9 @@ from crmflow.store import (
 from crmflow.store import EnrollmentRepository as Enrollments
 
 from ._checks import Problems, as_utc, located, path_checks
+from ._group_commit import group_commit
 from ._problems import NOT_FOUND, ApiProblem, Problem
-from ._routing import RequestUnitOfWork, StoreSession, UnitOfWork, scoped_router
+from ._routing import RequestUnitOfWork, StoreSession, UnitOfWork, api_context, scoped_router
 
 BATCH_MAX = 1000
 # An event may be dated a little ahead of this server's clock (clocks differ), not more: a
@@ -117,11 +119,15 @@ def _stored(loc: list[str | int], exc: StoreError) -> ApiProblem:
     return located(loc, str(exc))
 
 
-def _upsert(unit: UnitOfWork, object_type: str, record_id: str, body: RecordBody) -> Any:
+def _check_upsert(object_type: str, record_id: str, body: RecordBody) -> None:
     _record_path(object_type, record_id)
     problems = Problems()
     problems.properties(["body", "properties"], body.properties)
     problems.raise_any()
+
+
+def _upsert(unit: UnitOfWork, object_type: str, record_id: str, body: RecordBody) -> Any:
+    _check_upsert(object_type, record_id, body)
     session = unit.session()
     try:
         record, created = RecordRepository(session).upsert(
@@ -190,10 +196,17 @@ def ingest_router() -> APIRouter:
         "as `records show --json`.",
     )
     @router.patch("/records/{object_type}/{id:path}", include_in_schema=False)
-    def put_record(
-        object_type: str, id: str, body: RecordBody, unit: RequestUnitOfWork
+    async def put_record(
+        object_type: str, id: str, body: RecordBody, unit: RequestUnitOfWork, request: Request
     ) -> dict[str, Any]:
-        return dict(_upsert(unit, object_type, id, body))
+        if unit.deferred or not api_context(request).settings.group_commit:
+            # An Idempotency-Key is held: its response is stored in the write's transaction.
+            return dict(await to_thread.run_sync(_upsert, unit, object_type, id, body))
+        _check_upsert(object_type, id, body)
+        try:
+            return await group_commit(request).upsert(object_type, id, body.properties)
+        except StoreError as exc:
+            raise _stored(["body", "properties"], exc) from None
 
     @router.delete(
         "/records/{object_type}/{id:path}",

@@ -225,6 +225,16 @@ class RecordRepository:
             ChangeRepository(self.session).append(object_type, record_id, feed.DELETED, now=now)
         return deleted
 
+    def existing_ids(self, object_type: str, record_ids: Sequence[str]) -> set[str]:
+        """Which of these records exist."""
+        return set(
+            self.session.scalars(
+                select(Record.id).where(
+                    Record.object_type == object_type, Record.id.in_(list(record_ids))
+                )
+            )
+        )
+
     def upsert_many(
         self, object_type: str, rows: Iterable[tuple[str, Mapping[str, Any]]], *, now: datetime
     ) -> tuple[int, int]:
