@@ -431,3 +431,47 @@ def test_scopes(api: Api) -> None:
     )
     assert admin.put("/v1/records/contact/bob", json=record).status_code == 200
     assert admin.get("/v1/records/contact/bob").status_code == 200
+
+
+# ---------------------------------------------------------------- other statuses
+
+
+MANUAL = "key: by-hand\nname: By hand\nenrollment:\n  trigger: manual\nactions:\n" + (
+    "  - id: mark\n    type: set_property\n    property: seen\n    value: true\n"
+)
+
+
+def test_temporal_unreachable_is_503_and_changes_nothing(api: Api, admin: httpx.Client) -> None:
+    published = admin.post(
+        "/v1/workflows", content=MANUAL, headers={"content-type": "application/yaml"}
+    )
+    assert published.status_code == 201, published.text
+    assert admin.post("/v1/workflows/by-hand/activate").status_code == 200
+    admin.put("/v1/records/contact/ann", json={"properties": {}})
+    answer = admin.post("/v1/workflows/by-hand/enrollments", json={"record_ids": ["ann"]})
+    body = problem(answer, 503)
+    assert answer.headers["retry-after"]
+    assert "cannot reach Temporal" in body["detail"]
+    assert admin.get("/v1/workflows/by-hand/enrollments").json() == []
+
+
+def test_429_over_the_rate_of_a_key(start_api: StartApi, services: App) -> None:
+    api = start_api(
+        routers=v1_routers(),
+        services=services,
+        settings=ApiSettings(rate_limit_per_second=0.01, rate_limit_burst=2),
+    )
+    client = api.as_scope("ingest")
+    for n in range(2):
+        assert client.put(f"/v1/records/contact/r{n}", json={"properties": {}}).status_code == 200
+    refused = client.put("/v1/records/contact/r2", json={"properties": {}})
+    problem(refused, 429)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert record_of(api, "r2") is None
+    # Another key has its own bucket.
+    assert api.as_scope("ingest").put("/v1/records/contact/r3", json={"properties": {}}).is_success
+
+
+def test_405_and_unknown_paths(api: Api, admin: httpx.Client) -> None:
+    problem(admin.post("/v1/records/contact/ann", json={}), 405)
+    problem(admin.get("/v1/nothing"), 404)

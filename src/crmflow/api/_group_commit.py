@@ -150,8 +150,8 @@ class GroupCommit:
                     answers.append((job, None, exc))
                 else:
                     answers.append((job, view, None))
-        for job, view, error in answers:
-            job.answer(view, error)
+        for job, answer, error in answers:
+            job.answer(answer, error)
 
 
 def _new_view(job: Upsert) -> dict[str, Any]:
