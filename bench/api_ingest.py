@@ -50,7 +50,7 @@ from crmflow.api import ApiSettings
 from crmflow.starter._api_keys import create_api_key
 from crmflow.starter._app import Settings
 from crmflow.starter._publishing import ServiceApp
-from crmflow.starter._serving import build_api
+from crmflow.starter._serving import build_api, freeze_heap
 from crmflow.store import RecordRepository
 from crmflow.store._engine import ensure_postgres_database
 
@@ -67,6 +67,7 @@ def serve(db_url: str, port: int, group_commit: bool) -> None:
     """The child process: the API over `db_url` on 127.0.0.1:port until SIGTERM."""
     app = ServiceApp(Settings(db_url=db_url, temporal_address="127.0.0.1:1"))
     api = build_api(app, ApiSettings(rate_limit_per_second=0, group_commit=group_commit))
+    freeze_heap()  # as `crmflow serve` does
     uvicorn.run(api, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -5,6 +5,7 @@ processes can stand behind one load balancer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ async def serve_api(
             f"the API cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
     server = _Server(uvicorn.Config(api, log_level="warning", lifespan="off"))
+    freeze_heap()
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -74,6 +76,15 @@ async def serve_api(
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, the app, SQLAlchemy's and pydantic's tables: some
+    hundred thousand) out of the garbage collector's reach. A full collection otherwise walks
+    them all while every request waits: measured here at 170-620 ms on the loaded 2-core
+    machine, each one a stall of the whole API (its p99)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _family(host: str) -> socket.AddressFamily:
