@@ -17,8 +17,10 @@ import httpx
 from api_servers import free_port
 from click.testing import CliRunner, Result
 
+from crmflow.api import ApiSettings
 from crmflow.starter._api_keys import LOCAL_ADMIN_KEY_NAME, list_api_keys, local_admin_key
 from crmflow.starter._app import App, Settings
+from crmflow.starter._serving import api_settings
 from crmflow.starter.cli import cli
 from crmflow.store import KEY_PATTERN
 
@@ -130,3 +132,20 @@ def test_the_local_admin_key_of_up(tmp_path: Path) -> None:
         ]
     finally:
         app.close()
+
+
+def test_serve_refuses_a_bad_setting_from_the_environment(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'crmflow.db'}"
+    result = CliRunner().invoke(
+        cli, ["--db", db, "serve"], env={"CRMFLOW_API_RATE_LIMIT": "lots", "CRMFLOW_DEBUG": None}
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("crmflow: CRMFLOW_API_RATE_LIMIT='lots': ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_api_settings_from_the_environment() -> None:
+    settings = api_settings({"CRMFLOW_API_RATE_LIMIT": "0", "CRMFLOW_API_MAX_BODY_BYTES": "4096"})
+    assert settings.rate_limit_per_second == 0
+    assert settings.max_body_bytes == 4096
+    assert settings.rate_limit_burst == ApiSettings().rate_limit_burst

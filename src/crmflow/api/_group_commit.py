@@ -59,7 +59,10 @@ class Upsert:
             else:
                 self.future.set_result(view or {})
 
-        self.loop.call_soon_threadsafe(settle)
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the server stopped meanwhile: nobody waits for the answer
+            log.debug("an upsert's answer found its event loop closed")
 
 
 class GroupCommit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import click
@@ -14,7 +15,7 @@ from . import _api_keys
 from . import _output as output
 from ._app import App, Settings
 from ._publishing import ServiceApp
-from ._serving import build_api, serve_api, url_of
+from ._serving import api_settings, build_api, serve_api, url_of
 from .services import UserError
 from .up import shown_url, stop_on_signals
 
@@ -38,18 +39,19 @@ def open_service_app(settings: Settings) -> App:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def serve(host: str, port: int) -> None:
     """Run the HTTP API (docs at /docs) until Ctrl-C."""
+    settings = api_settings(os.environ)
     app = open_service_app(_state().settings)
     try:
-        asyncio.run(_serve(app, host, port))
+        asyncio.run(_serve(app, settings, host, port))
     finally:
         app.close()
 
 
-async def _serve(app: App, host: str, port: int) -> None:
+async def _serve(app: App, settings: ApiSettings, host: str, port: int) -> None:
     url = url_of(host, port)
     with stop_on_signals() as stop:
         await serve_api(
-            build_api(app, ApiSettings()),
+            build_api(app, settings),
             stop,
             host=host,
             port=port,

@@ -8,19 +8,44 @@ import asyncio
 import gc
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from crmflow.api import ApiSettings, create_app
 from crmflow.api.routers import v1_routers
 
 from ._app import App
-from .services import OperationFailed
+from .services import OperationFailed, UserError
 
 log = logging.getLogger("crmflow.api")
+
+
+# The API's settings a deployment may change, from the environment of `serve` and `up`.
+SETTINGS_FROM_ENV = {
+    "CRMFLOW_API_RATE_LIMIT": "rate_limit_per_second",
+    "CRMFLOW_API_RATE_BURST": "rate_limit_burst",
+    "CRMFLOW_API_MAX_BODY_BYTES": "max_body_bytes",
+}
+
+
+def api_settings(env: Mapping[str, str]) -> ApiSettings:
+    """ApiSettings with what the environment sets; a bad value is bad input naming it."""
+    values: dict[str, str] = {}
+    for variable, name in SETTINGS_FROM_ENV.items():
+        value = env.get(variable, "").strip()
+        if value:
+            values[name] = value
+    try:
+        return ApiSettings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0])
+        variable = next(v for v, n in SETTINGS_FROM_ENV.items() if n == name)
+        raise UserError(f"{variable}={values[name]!r}: {error['msg']}") from None
 
 
 def build_api(app: App, settings: ApiSettings | None = None) -> FastAPI:

@@ -26,7 +26,7 @@ from crmflow.worker import build_worker
 
 from ._api_keys import local_admin_key
 from ._app import App, Settings
-from ._serving import build_api, serve_api, url_of
+from ._serving import api_settings, build_api, serve_api, url_of
 from .devserver import DevServer
 from .services import OperationFailed, UserError
 
@@ -130,7 +130,13 @@ async def start_api(app: App, stop: asyncio.Event, *, host: str, port: int) -> a
     """The HTTP API served until `stop` is set, once it listens (a port in use is raised)."""
     ready = asyncio.Event()
     serving = asyncio.ensure_future(
-        serve_api(build_api(app), stop, host=host, port=port, on_ready=ready.set)
+        serve_api(
+            build_api(app, api_settings(os.environ)),
+            stop,
+            host=host,
+            port=port,
+            on_ready=ready.set,
+        )
     )
     waiting = asyncio.ensure_future(ready.wait())
     await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
