@@ -309,7 +309,7 @@ def test_the_migration_goes_down_and_up_again(store_url: str) -> None:
         config = alembic_config()
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.downgrade(config, "-1")
+            command.downgrade(config, "0006")
         tables = inspect(engine).get_table_names()
         assert "api_keys" not in tables and "idempotency_keys" not in tables
         upgrade_database(engine)
