@@ -33,6 +33,7 @@ from crmflow.store import SQLITE_BEGIN, ApiScope
 
 from ._auth import KeyLookup, Principal
 from ._idempotency import Held, IdempotencyKeys, lost_key
+from ._json import read_strictly
 from ._limits import RateLimiter
 from ._problems import (
     FORBIDDEN,
@@ -87,6 +88,9 @@ class UnitOfWork:
         self._session: Session | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._committing = False
+        # True while the request holds an Idempotency-Key: its response must be stored in
+        # this transaction, so only the route commits (see `finish`).
+        self.deferred = False
 
     def session(self) -> Session:
         """The request's session (one per request; it connects when first used)."""
@@ -104,7 +108,8 @@ class UnitOfWork:
             self._locked = True
 
     def _before_commit(self, session: Session) -> None:
-        if not self._committing:
+        # Releasing a savepoint (`begin_nested`) commits nothing: allowed.
+        if not self._committing and not session.in_nested_transaction():
             raise RuntimeError(
                 "an endpoint committed the request's transaction: the route commits it, after "
                 "the endpoint succeeded"
@@ -121,6 +126,16 @@ class UnitOfWork:
                 expire_on_commit=False,
             )
         return self._sessions
+
+    def finish(self) -> None:
+        """Commit now, in the endpoint's thread, what the endpoint wrote, when nothing else
+        must join this transaction (no Idempotency-Key is held). For an endpoint whose work is
+        done and whose answer can no longer fail (plain JSON data): its SQLite write turn then
+        ends here, not after a trip through the event loop and another thread, which under
+        concurrency doubled the time each writer held the store. With a key held, the route
+        commits, with the stored response, as for any endpoint."""
+        if not self.deferred:
+            self.commit()
 
     def commit(self) -> None:
         if self._session is None:
@@ -241,6 +256,7 @@ async def _run(
             f"'{needed}' (or 'admin')",
         )
     await _check_media_type(request, media_types)
+    await read_strictly(request)
     started = await context.idempotency.begin(request, principal)
     if isinstance(started, Response):
         return started
@@ -250,6 +266,7 @@ async def _run(
         read_only=request.method in SAFE_METHODS,
         write_lock=context.write_lock,
     )
+    unit.deferred = held is not None
     request.state.unit_of_work = unit
     try:
         response = await handle(request)

@@ -61,3 +61,10 @@ class ApiSettings(BaseModel):
         description="How long /readyz waits for the store and for Temporal.",
     )
     docs: bool = Field(default=True, description="Serve /docs and /openapi.json.")
+    group_commit: bool = Field(
+        default=True,
+        description=(
+            "Single-record upserts that arrive together share one store transaction (see "
+            "`crmflow.api._group_commit`); off: one transaction per request."
+        ),
+    )

@@ -15,7 +15,7 @@ import click
 
 from crmflow.services import Settings
 
-from . import _enrollments, _records, _running, _workflows
+from . import _api, _enrollments, _records, _running, _workflows
 from ._common import CrmflowGroup, State
 
 # ---------------------------------------------------------------- the group
@@ -79,6 +79,8 @@ for _command in (
     _enrollments.changes,
     _enrollments.outbox,
     _enrollments.tasks,
+    _api.serve,
+    _api.api_keys,
 ):
     cli.add_command(_command)
 

@@ -14,6 +14,7 @@ from crmflow.services import simulate as _simulate
 from crmflow.services import up as long_running
 
 from . import _output as output
+from . import _up
 from ._common import (
     json_option,
     open_app,
@@ -24,15 +25,17 @@ from ._common import (
 @click.command()
 @click.option("--temporal-port", default=7233, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
-def up(temporal_port: int, ui_port: int) -> None:
-    """Run everything locally: a Temporal dev server (state in .crmflow/), the store and a
-    worker. Ctrl-C stops them all."""
+@click.option("--api-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def up(temporal_port: int, ui_port: int, api_port: int) -> None:
+    """Run everything locally: a Temporal dev server (state in .crmflow/), the store, a
+    worker and the HTTP API with the dashboard. Ctrl-C stops them all."""
     asyncio.run(
-        long_running.run_up(
+        _up.run_up(
             state().settings,
             open_app=partial(open_app, create_database=True),
             temporal_port=temporal_port,
             ui_port=ui_port,
+            api_port=api_port,
             echo=click.echo,
         )
     )

@@ -135,6 +135,14 @@ def check_event_name(value: Any) -> str:
     return _check_text_name(value, "event name", max_length=NAME_MAX_LENGTH)
 
 
+def check_event_id(value: Any) -> str:
+    """A client's event id (HTTP API): as a record id (1-255 characters, at most 512 bytes in
+    UTF-8, no control character, no white space at either end)."""
+    return _check_text_name(
+        value, "event id", max_length=RECORD_ID_MAX_LENGTH, max_bytes=RECORD_ID_MAX_BYTES
+    )
+
+
 def _check_pattern(
     value: Any, what: str, pattern: re.Pattern[str], hint: str, max_length: int
 ) -> str:

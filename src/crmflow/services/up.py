@@ -26,7 +26,6 @@ from crmflow.worker import build_worker, ensure_time_sweep_schedule
 
 from ._app import App, Settings
 from ._base import OperationFailed, UserError
-from .devserver import DevServer
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The dev server's state sits next to the default SQLite store: everything local in one place.
@@ -134,59 +133,3 @@ async def run_worker(app: App, *, echo: Callable[[str], None]) -> None:
             ),
         )
         echo("worker stopped")
-
-
-async def run_up(
-    settings: Settings,
-    *,
-    open_app: Callable[[Settings], App],
-    temporal_port: int,
-    ui_port: int,
-    echo: Callable[[str], None],
-) -> None:
-    """Dev server, store and worker in one process, until SIGINT/SIGTERM.
-
-    `open_app` is the CLI's (it turns an unusable database URL into a user error)."""
-    outward_settings()  # bad settings stop `up` before it starts a server
-    with stop_on_signals() as stop:
-        server = DevServer(
-            state_dir=STATE_DIR, port=temporal_port, ui_port=ui_port, namespace=settings.namespace
-        )
-        echo(f"starting the Temporal dev server (state in {STATE_DIR}/) ...")
-        server.start()
-        try:
-            if not await unless_stopped(stop, server.wait_ready()):
-                return
-            # The dev server is local and plaintext: a production cluster's TLS or API key
-            # settings in the environment are not for it.
-            local = settings.model_copy(
-                update=dict(
-                    temporal_address=server.target,
-                    tls_cert=None,
-                    tls_key=None,
-                    tls_ca=None,
-                    tls_server_name=None,
-                    api_key=None,
-                )
-            )
-            app = open_app(local)
-            try:
-                await serve_worker(
-                    app,
-                    stop,
-                    on_ready=lambda: echo(
-                        "crmflow is up\n"
-                        f"  Temporal   {server.target} (namespace {settings.namespace})\n"
-                        f"  Web UI     {server.ui_url}\n"
-                        f"  store      {shown_url(app.settings.db_url)}\n"
-                        f"  worker     task queue {settings.task_queue!r}\n"
-                        "Ctrl-C to stop"
-                    ),
-                )
-            finally:
-                app.close()
-            echo("stopping ...")
-        finally:
-            # Stopping takes a few seconds (the server drains): keep the loop, and signals, alive.
-            await asyncio.to_thread(server.stop)
-        echo("stopped")

@@ -8,12 +8,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Select, case, delete, func, literal, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
 from crmflow.definitions import (
     RECORD_PROPERTIES_MAX_BYTES,
     InvalidInput,
+    check_event_id,
     check_event_name,
     check_event_properties,
     check_list_name,
@@ -223,6 +225,16 @@ class RecordRepository:
             ChangeRepository(self.session).append(object_type, record_id, feed.DELETED, now=now)
         return deleted
 
+    def existing_ids(self, object_type: str, record_ids: Sequence[str]) -> set[str]:
+        """Which of these records exist."""
+        return set(
+            self.session.scalars(
+                select(Record.id).where(
+                    Record.object_type == object_type, Record.id.in_(list(record_ids))
+                )
+            )
+        )
+
     def upsert_many(
         self, object_type: str, rows: Iterable[tuple[str, Mapping[str, Any]]], *, now: datetime
     ) -> tuple[int, int]:
@@ -381,12 +393,15 @@ class EventRepository:
         properties: Mapping[str, Any],
         *,
         occurred_at: datetime,
+        client_event_id: str | None = None,
     ) -> Event:
         try:
             check_event_name(name)
             # An event reaches waiting enrollments in a Temporal signal: bounded here, so no
             # event can make its change undeliverable.
             check_event_properties(properties)
+            if client_event_id is not None:
+                check_event_id(client_event_id)
         except InvalidInput as exc:
             raise _refuse(f"event {shown(name)}", exc) from None
         event = Event(
@@ -395,6 +410,7 @@ class EventRepository:
             name=name,
             properties=dict(properties),
             occurred_at=occurred_at,
+            client_event_id=client_event_id,
         )
         self.session.add(event)
         self.session.flush()
@@ -402,6 +418,46 @@ class EventRepository:
             object_type, record_id, feed.EVENT, now=occurred_at, event_name=name, event_id=event.id
         )
         return event
+
+    def by_client_id(self, client_event_id: str) -> Event | None:
+        if not _queryable(client_event_id):
+            return None
+        return self.session.scalars(
+            select(Event).where(Event.client_event_id == client_event_id)
+        ).one_or_none()
+
+    def add_once(
+        self,
+        object_type: str,
+        record_id: str,
+        name: str,
+        properties: Mapping[str, Any],
+        *,
+        occurred_at: datetime,
+        client_event_id: str,
+    ) -> tuple[Event, bool]:
+        """The event with this client id, added unless one was (True if added now). Two
+        transactions adding the same id at once: the unique index lets one in, and the other,
+        once the first committed, finds it (its insert is undone in a savepoint)."""
+        found = self.by_client_id(client_event_id)
+        if found is not None:
+            return found, False
+        try:
+            with self.session.begin_nested():
+                event = self.add(
+                    object_type,
+                    record_id,
+                    name,
+                    properties,
+                    occurred_at=occurred_at,
+                    client_event_id=client_event_id,
+                )
+        except IntegrityError:
+            found = self.by_client_id(client_event_id)
+            if found is None:
+                raise
+            return found, False
+        return event, True
 
     def for_record(
         self, object_type: str, record_id: str, *, names: Iterable[str] | None = None

@@ -113,6 +113,9 @@ class Event(Base):
         # Events of one name that age out of a `within` window during a sweep's window: a range
         # scan, whatever the number of records.
         Index("ix_events_type_name_time", "object_type", "name", "occurred_at"),
+        # A client's `event_id` (HTTP API): one event per id, so a retried POST never counts
+        # twice, whichever API process or database connection the retry reaches.
+        Index("uq_events_client_event_id", "client_event_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -121,6 +124,7 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(128))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
     properties: Mapped[dict[str, Any]] = mapped_column(JsonColumn, default=dict)
+    client_event_id: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class RecordDate(Base):
