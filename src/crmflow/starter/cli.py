@@ -48,7 +48,7 @@ from crmflow.definitions import (
 from crmflow.store import StoreError
 from crmflow.store._engine import ensure_postgres_database
 
-from . import _changes, _review, _schedules, services
+from . import _changes, _cli_insights, _review, _schedules, services
 from . import _output as output
 from . import up as long_running
 from ._app import App, Settings
@@ -789,6 +789,10 @@ def simulate(
         output.print_json([step.as_json() for step in result.steps])
     else:
         output.print_simulation(result)
+
+
+cli.add_command(_cli_insights.graph)
+cli.add_command(_cli_insights.stats)
 
 
 def main() -> None:
