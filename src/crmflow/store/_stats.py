@@ -259,3 +259,41 @@ def _top_causes(failures: Sequence[tuple[str, str, int]]) -> list[tuple[str, str
     if rest:
         top.append(("", f"{len(ordered) - CAUSES_PER_VERSION} other causes", rest))
     return top
+
+
+class EnrollmentListing:
+    """The latest enrollments of a workflow, newest first, for the dashboard."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def recent(
+        self,
+        key: str,
+        *,
+        version: int | None = None,
+        status: str | None = None,
+        record_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Enrollment]:
+        stmt = select(Enrollment).where(Enrollment.workflow_key == key)
+        if version is not None:
+            stmt = stmt.where(Enrollment.version == version)
+        if status is not None:
+            stmt = stmt.where(Enrollment.status == status)
+        if record_id is not None:
+            stmt = stmt.where(Enrollment.record_id == record_id)
+        return list(self.session.scalars(stmt.order_by(Enrollment.id.desc()).limit(limit)))
+
+    def last_steps(self, enrollment_ids: Sequence[int]) -> dict[int, EnrollmentStep]:
+        """The latest step of each enrollment (where it is, or where it ended)."""
+        found: dict[int, EnrollmentStep] = {}
+        if not enrollment_ids:
+            return found
+        for step in self.session.scalars(
+            select(EnrollmentStep)
+            .where(EnrollmentStep.enrollment_id.in_(list(enrollment_ids)))
+            .order_by(EnrollmentStep.started_at, EnrollmentStep.id)
+        ):
+            found[step.enrollment_id] = step
+        return found
