@@ -83,6 +83,13 @@ def test_funnel_waits_goal_and_failures_per_version(sessions):
         enroll(session, "w1", [("wait", "delay", 0, None, "waiting until …")], status="running")
         enroll(session, "w2", [("wait", "delay", 0, None, "waiting until …")], status="paused")
         enroll(session, "u1", [("wait", "delay", 0, None, None)], status="unenrolled")
+        # Unenrolled during the wait: reached, neither completed nor failed, not timed.
+        enroll(
+            session,
+            "u2",
+            [("wait", "delay", 0, 1000, "interrupted: unenrolled")],
+            status="unenrolled",
+        )
         # Version 2: one failed after retries, one enrollment failed as a whole.
         enroll(
             session,
@@ -101,11 +108,11 @@ def test_funnel_waits_goal_and_failures_per_version(sessions):
         "goal_met": 5,
         "running": 1,
         "paused": 1,
-        "unenrolled": 1,
+        "unenrolled": 2,
     }
-    assert v1.enrollments == 13 and v1.goal_met == 5
+    assert v1.enrollments == 14 and v1.goal_met == 5
     # An unfinished step of an ended enrollment reached the action but waits no more.
-    assert v1.actions["wait"] == StepCounts(reached=13, completed=10, failed=0, waiting=2)
+    assert v1.actions["wait"] == StepCounts(reached=14, completed=10, failed=0, waiting=2)
     assert v1.actions["mail"] == StepCounts(reached=10, completed=8, failed=2, waiting=0)
     assert v1.action_types == {"wait": "delay", "mail": "send_email"}
     # Nearest rank over 10, 20, ..., 100: median rank 5 (50 s), p90 rank 9 (90 s).

@@ -127,6 +127,5 @@ def test_counts_and_stats_of_enrollments_that_ran(e2e_cli: Cli, write_definition
         assert "1 × welcome: the record has no email address" in text
         recent = json.loads(cli("stats", key, "--json", "--since", "1h").stdout)
         assert recent["since"] is not None and recent["versions"] == found["versions"]
-        assert cli.json("stats", key, "--since", "1s")["versions"] in ([], found["versions"])
     finally:
         cli("unenroll", key, "ann", "bob")

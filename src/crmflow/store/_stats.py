@@ -29,6 +29,9 @@ WAITING_TYPES = ("delay", "wait_for_event")
 """Action types at which an enrollment spends time: their duration percentiles are reported."""
 
 FAILED_PREFIX = "failed"
+INTERRUPTED_PREFIX = "interrupted"
+"""A wait that an unenrollment or the goal ended (`interrupted: unenrolled`): neither
+completed nor failed."""
 CAUSES_PER_VERSION = 20
 """Failure causes listed per version, most frequent first (the rest are summed as `other`)."""
 
@@ -36,7 +39,8 @@ CAUSES_PER_VERSION = 20
 @dataclass(frozen=True)
 class StepCounts:
     """One action's funnel: how many enrollments reached it, completed it, failed at it, wait
-    there now."""
+    there now. The rest of `reached` left the action otherwise: a wait interrupted by an
+    unenrollment or the goal, or a step that never finished (its enrollment ended)."""
 
     reached: int = 0
     completed: int = 0
@@ -154,17 +158,19 @@ class StatsRepository:
         the failed steps by outcome and the histograms of the time spent at waiting steps."""
         s, e = EnrollmentStep, Enrollment
         failed = _failed(s.outcome)
+        stopped = s.outcome.like(f"{INTERRUPTED_PREFIX}%")
         waiting = and_(s.finished_at.is_(None), e.status.in_(ACTIVE_STATUSES))
         group: list[Any] = [e.version, s.action_id, s.type]
         if details is not None:
-            waited = and_(s.type.in_(WAITING_TYPES), s.finished_at.is_not(None))
+            # The time to get past a waiting step: a wait that was interrupted never got past.
+            waited = and_(s.type.in_(WAITING_TYPES), s.finished_at.is_not(None), ~stopped)
             seconds = _seconds(s.started_at, s.finished_at, self.dialect)
             group += [case((failed, s.outcome)), case((waited, _bucket(seconds)))]
         rows = self.session.execute(
             select(
                 *group,
                 func.count(),
-                func.sum(case((and_(s.finished_at.is_not(None), ~failed), 1), else_=0)),
+                func.sum(case((and_(s.finished_at.is_not(None), ~failed, ~stopped), 1), else_=0)),
                 func.sum(case((failed, 1), else_=0)),
                 func.sum(case((waiting, 1), else_=0)),
             )
