@@ -86,7 +86,7 @@ def print_stats(found: dict[str, Any]) -> None:
     console = output.out()
     for v in found["versions"]:
         console.print(
-            f"[bold]{found['workflow']} version {v['version']}[/bold]: "
+            f"{found['workflow']} version {v['version']}: "
             f"{v['enrollments']} enrollments{since} ({output.counts(v['statuses'])})",
             highlight=False,
         )
