@@ -124,6 +124,7 @@ def test_counts_and_stats_of_enrollments_that_ran(e2e_cli: Cli, write_definition
         ]
         assert v1["goal"]["defined"] is False and v1["goal"]["conversion_rate"] == 0.0
         text = cli("stats", key).stdout
+        assert f"{key} version 1: 2 enrollments (2 running)" in text
         assert "1 × welcome: the record has no email address" in text
         recent = json.loads(cli("stats", key, "--json", "--since", "1h").stdout)
         assert recent["since"] is not None and recent["versions"] == found["versions"]
