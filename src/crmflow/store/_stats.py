@@ -215,10 +215,12 @@ class StatsRepository:
         ):
             of(v).statuses[status] = int(n)
         details = _Details()
-        for (v, action_id), (type_, counts) in self._funnel(key, None, since, details).items():
-            assert v is not None
-            of(v).actions[action_id] = counts
-            of(v).action_types[action_id] = type_
+        for (found_version, action_id), (type_, counts) in self._funnel(
+            key, None, since, details
+        ).items():
+            assert found_version is not None
+            of(found_version).actions[action_id] = counts
+            of(found_version).action_types[action_id] = type_
         for (v, action_id), histogram in details.waits.items():
             of(v).waits[action_id] = _percentiles(histogram)
         to_goal = _bucket(_seconds(e.enrolled_at, e.ended_at, self.dialect))
