@@ -89,7 +89,14 @@ def test_a_login_from_json_or_an_oversized_form_is_refused(site: Site) -> None:
 
 def test_next_never_leaves_the_dashboard(site: Site) -> None:
     key = site.key("read")
-    for target in ["https://evil.example/", "//evil.example/", "/v1/workflows", "/ui\\\\x", ""]:
+    for target in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/v1/workflows",
+        "/ui\\\\x",
+        "",
+        "/ui/../v1/workflows",
+    ]:
         answer = client(site).post("/ui/login", data={"key": key, "next": target})
         assert answer.headers["location"] == "/ui/", target
 

@@ -254,6 +254,7 @@ def _safe_next(request: Request, source: Any) -> str:
         and target.startswith(f"{root}/")
         and not target.startswith("//")
         and "\\" not in target
+        and ".." not in target.split("?")[0].split("/")
         and all(ch.isprintable() for ch in target)
     ):
         return target
