@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crmflow.starter import services
+from crmflow.starter import _schedules, services
 
 Site = Any  # conftest.Site
 
@@ -152,3 +152,18 @@ def test_every_asset_comes_from_the_dashboard(site: Site) -> None:
 
 def _example(name: str) -> Path:
     return Path(__file__).resolve().parents[2] / "examples" / name
+
+
+def test_a_scheduled_workflow_shows_its_schedule_and_next_runs(site: Site) -> None:
+    services.publish_files(site.app, [_example("weekly-digest.yaml")])
+    browser = login(site, site.key("admin"))
+    listing = browser.get("/ui/").text
+    assert "scheduled" in listing and "weekly-digest" in listing
+    page = browser.get("/ui/workflows/weekly-digest").text
+    runs = re.findall(r"<li>(\w{3} \d{4}-\d\d-\d\d \d\d:\d\d \w+)</li>", page)
+    expected = [
+        t.strftime("%a %Y-%m-%d %H:%M %Z")
+        for t in _schedules.next_runs(site.app, "weekly-digest", 5)
+    ]
+    assert runs == expected and len(runs) == 5
+    assert "inactive" in page and "once activated" in page
