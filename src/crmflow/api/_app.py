@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from temporalio.client import Client
 
+from crmflow.dashboard import mount_dashboard
 from crmflow.store import create_session_factory
 
 from ._auth import KeyLookup
@@ -139,6 +140,7 @@ def create_app(
         _add_docs(app)
     for router in routers:
         app.include_router(router)
+    mount_dashboard(app, engine=engine)
     return app
 
 

@@ -20,8 +20,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from crmflow import services
-from crmflow.activities.models import EnrollmentStatus
-from crmflow.definitions import DefinitionError, check_record_id, check_workflow_key
+from crmflow.definitions import (
+    DefinitionError,
+    EnrollmentStatus,
+    check_record_id,
+    check_workflow_key,
+)
 from crmflow.services import App
 from crmflow.services import publishing as _publishing
 from crmflow.services import review as _review

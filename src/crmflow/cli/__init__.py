@@ -15,7 +15,7 @@ import click
 
 from crmflow.services import Settings
 
-from . import _api, _enrollments, _records, _running, _workflows
+from . import _api, _enrollments, _insights, _records, _running, _workflows
 from ._common import CrmflowGroup, State
 
 # ---------------------------------------------------------------- the group
@@ -81,6 +81,8 @@ for _command in (
     _enrollments.tasks,
     _api.serve,
     _api.api_keys,
+    _insights.graph,
+    _insights.stats,
 ):
     cli.add_command(_command)
 

@@ -55,6 +55,7 @@ from ._records import (
 )
 from ._runs import ScheduledRunRepository
 from ._selection import compile_condition, select_matching
+from ._stats import Durations, EnrollmentListing, StatsRepository, StepCounts, VersionStats
 from ._sweeps import SweepConflict, SweepWindow, TimeSweepRepository
 from ._tables import (
     ApiKey,
@@ -80,6 +81,11 @@ from ._tables import (
 from ._workflows import BrokenVersion, WorkflowNotFound, WorkflowRepository, stored_definition
 
 __all__ = [
+    "Durations",
+    "EnrollmentListing",
+    "StatsRepository",
+    "StepCounts",
+    "VersionStats",
     "CrossingRepository",
     "compile_condition",
     "select_matching",
