@@ -34,7 +34,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from temporalio.client import Client
 
-from crmflow.dashboard import mount_dashboard
+from crmflow.dashboard import DashboardSettings, mount_dashboard
 from crmflow.store import create_session_factory
 
 from ._auth import KeyLookup
@@ -76,12 +76,14 @@ def create_app(
     settings: ApiSettings | None = None,
     routers: Sequence[APIRouter] = (),
     services: Any = None,
+    dashboard: DashboardSettings | None = None,
 ) -> FastAPI:
     """The HTTP API over a store (`engine`, migrated) and a Temporal client (`temporal`: called
     when a request needs the client; it may connect on its first call and keep the client).
 
     `routers` are the endpoints, each made by `scoped_router(scope)`; `services` is whatever
-    they need besides (endpoints get it through the `services` dependency)."""
+    they need besides (endpoints get it through the `services` dependency); `dashboard`: the
+    web dashboard's settings (its links into the Temporal Web UI)."""
     settings = settings or ApiSettings()
     for router in routers:
         if not is_scoped(router):
@@ -140,7 +142,7 @@ def create_app(
         _add_docs(app)
     for router in routers:
         app.include_router(router)
-    mount_dashboard(app, engine=engine)
+    mount_dashboard(app, engine=engine, settings=dashboard)
     return app
 
 

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from crmflow.dashboard import DashboardSettings
 from crmflow.services import App, OperationFailed, UserError
 
 from ._app import create_app
@@ -56,6 +57,9 @@ def build_api(app: App, settings: ApiSettings | None = None) -> FastAPI:
         settings=settings,
         routers=v1_routers(),
         services=app,
+        dashboard=DashboardSettings(
+            temporal_ui_url=app.settings.temporal_ui_url, namespace=app.settings.namespace
+        ),
     )
 
 

@@ -72,6 +72,7 @@ async def run_up(
             local = settings.model_copy(
                 update=dict(
                     temporal_address=server.target,
+                    temporal_ui_url=server.ui_url,
                     tls_cert=None,
                     tls_key=None,
                     tls_ca=None,

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     tls_server_name: str | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_TLS_SERVER_NAME")
     api_key: str | None = Field(None, validation_alias="CRMFLOW_TEMPORAL_API_KEY")
     task_queue: str = Field("crmflow", validation_alias="CRMFLOW_TASK_QUEUE")
+    # Where the dashboard links each enrollment to its execution.
+    temporal_ui_url: str = Field(
+        "http://localhost:8233", validation_alias="CRMFLOW_TEMPORAL_UI_URL"
+    )
 
     @field_validator("tls_cert", "tls_key", "tls_ca", "tls_server_name", mode="before")
     @classmethod
