@@ -8,17 +8,16 @@ Waits are bounded polls of the API itself, never sleeps."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from api_servers import Api
+from background import Background
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,26 +32,6 @@ from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 StartApi = Callable[..., Api]
-
-
-class Background:
-    """An event loop in a thread for the dev server, the worker and the dispatcher."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def spawn(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return self.spawn(coro).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

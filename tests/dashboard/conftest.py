@@ -4,8 +4,6 @@ enrollments the pages show, and the system Chromium driven by Playwright."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import shutil
 import socket
 import threading
@@ -19,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvicorn
+from background import Background
 from playwright.sync_api import sync_playwright
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -36,27 +35,6 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-
-
-class Background:
-    """An event loop in a thread for Temporal's client and the worker: the tests (and
-    Playwright's sync API) stay synchronous."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def spawn(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return self.spawn(coro).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
 
 
 @dataclass

@@ -3,19 +3,17 @@ Temporal dev server with a crmflow worker running beside the tests."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from background import Background
 from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -129,27 +127,6 @@ def offline_cli(tmp_path: Path) -> Cli:
 
 
 # ---------------------------------------------------------------- end to end
-
-
-class Background:
-    """An event loop in a thread, for the dev server's client and the workers: tests stay
-    synchronous, and each CLI invocation runs its own `asyncio.run` in the main thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def spawn(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return self.spawn(coro).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
 
 
 @dataclass
