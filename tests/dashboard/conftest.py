@@ -17,19 +17,16 @@ from typing import Any, TypeVar
 
 import pytest
 import uvicorn
-from background import Background
+from background import Background, running_dev_server
 from playwright.sync_api import sync_playwright
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.api import create_app
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.services.devserver import temporal_cli_path
 from crmflow.store import ApiKeyRepository
 from crmflow.worker import build_worker
-from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,20 +42,8 @@ class DevServer:
 
 @pytest.fixture(scope="session")
 def dev_server() -> Iterator[DevServer]:
-    background = Background()
-    env = background.run(
-        WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli_path(),
-            search_attributes=sa.ALL,
-            data_converter=pydantic_data_converter,
-            ui=False,
-        )
-    )
-    try:
+    with running_dev_server() as (background, env):
         yield DevServer(background, env)
-    finally:
-        background.run(env.shutdown())
-        background.close()
 
 
 def serve(app: Any) -> tuple[str, Callable[[], None]]:

