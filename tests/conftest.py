@@ -127,9 +127,15 @@ async def end_running_enrollments(env: WorkflowEnvironment, app: App) -> None:
         handle = env.client.get_workflow_handle(workflow_id)
         with contextlib.suppress(RPCError):
             await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason="test over"))
-        with contextlib.suppress(Exception):
+        try:
             async with env.time_skipping_unlocked():
-                await asyncio.wait_for(handle.result(), timeout=10)
+                # Generous: on a loaded machine the worker may take a while to get to it.
+                await asyncio.wait_for(handle.result(), timeout=60)
+        except Exception:
+            # Never leave it running: workflow ids repeat across tests (and the SQLite and
+            # PostgreSQL variants of one test), so a run left behind would take the next one's.
+            with contextlib.suppress(RPCError):
+                await handle.terminate("test over")
 
 
 @pytest.fixture
