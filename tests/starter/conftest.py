@@ -84,7 +84,7 @@ class Cli:
         return eventually(started, what=f"{record_id} to reach {action_id} in {key}")
 
 
-def eventually(check: Callable[[], T | None], *, timeout: float = 20, what: str = "") -> T:
+def eventually(check: Callable[[], T | None], *, timeout: float = 60, what: str = "") -> T:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
