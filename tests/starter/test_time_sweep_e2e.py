@@ -4,6 +4,7 @@ record that aged past 30 days to the dispatcher, which enrolls it, once."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import ScheduleOverlapPolicy
+from temporalio.service import RPCError
 
 from crmflow import services
 from crmflow.enrolling import EnrollmentStarter
@@ -59,6 +61,15 @@ def test_the_schedule_runs_the_sweep_and_the_record_enrolls_once(
     app, dispatcher = stack
     dev, client = temporal_dev_env, temporal_dev_env.env.client
     queue = app.settings.task_queue
+    # The dev server is the session's: a Schedule left by an earlier test (its run perhaps
+    # stuck on a task queue no worker polls now) would skip this test's runs.
+    old = client.get_schedule_handle(SCHEDULE_ID)
+    with contextlib.suppress(RPCError):
+        for action in dev.background.run(old.describe()).info.running_actions:
+            with contextlib.suppress(RPCError):
+                stuck = client.get_workflow_handle(action.workflow_id)
+                dev.background.run(stuck.terminate("a test starts over"))
+        dev.background.run(old.delete())
     for _ in range(2):  # idempotent: the second worker to start finds it and updates it
         dev.background.run(
             ensure_time_sweep_schedule(client, task_queue=queue, interval=timedelta(hours=1))

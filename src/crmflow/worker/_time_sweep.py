@@ -51,6 +51,9 @@ class TimeSweepWorkflow:
         )
 
 
+RUN_TIMEOUT = timedelta(minutes=10)
+
+
 def time_sweep_schedule(*, task_queue: str, interval: timedelta = SWEEP_INTERVAL) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
@@ -59,6 +62,10 @@ def time_sweep_schedule(*, task_queue: str, interval: timedelta = SWEEP_INTERVAL
             id=WORKFLOW_ID,
             task_queue=task_queue,
             static_summary="time sweep: conditions that time alone turned",
+            # A run takes well under a second; one that cannot run (no worker on its task queue
+            # any more, after CRMFLOW_TASK_QUEUE changed) must not hold back every later run
+            # (overlap SKIP): it ends, and the next run catches up from the watermarks.
+            execution_timeout=RUN_TIMEOUT,
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
         policy=SchedulePolicy(
