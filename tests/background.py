@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -55,3 +56,16 @@ def running_dev_server() -> Iterator[tuple[Background, WorkflowEnvironment]]:
     finally:
         background.run(env.shutdown())
         background.close()
+
+
+def eventually(check: Callable[[], T | None], *, timeout: float = 60, what: str = "") -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds (a bound on
+    waiting for a state, returned as soon as it is reached: no timed assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(0.1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from api_servers import Api
-from background import Background, running_dev_server
+from background import Background, eventually, running_dev_server
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow.api.routers import v1_routers
@@ -84,17 +83,6 @@ def stack(
         yield found
     finally:
         found.close()
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float = 30, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def unique(name: str) -> str:

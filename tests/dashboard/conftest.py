@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvicorn
-from background import Background, running_dev_server
+from background import Background, eventually, running_dev_server
 from playwright.sync_api import sync_playwright
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -143,18 +143,6 @@ def live_site(dev_server: DevServer, tmp_path: Path) -> Iterator[Site]:
         background.run(worker.shutdown())
         running.result(30)
         app.close()
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float = 30, what: str = "") -> T:
-    """Poll `check` until it returns something truthy (bounded; no timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

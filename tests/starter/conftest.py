@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from background import Background, running_dev_server
+from background import Background, eventually, running_dev_server
 from click.testing import CliRunner, Result
 from ruamel.yaml import YAML
 from temporalio.testing import WorkflowEnvironment
@@ -82,18 +81,6 @@ class Cli:
             return found if any(s["action_id"] == action_id for s in found["steps"]) else None
 
         return eventually(started, what=f"{record_id} to reach {action_id} in {key}")
-
-
-def eventually(check: Callable[[], T | None], *, timeout: float = 60, what: str = "") -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(name="eventually")
