@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from pg_databases import fresh_database
 from ruamel.yaml import YAML
 from sqlalchemy import delete, insert, select
+from temporal_servers import time_skipping_server
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow import services
@@ -689,10 +690,9 @@ def write_definition(directory: Path, definition: dict[str, Any]) -> Path:
 async def harness(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    time_skipping_env: WorkflowEnvironment,
 ) -> AsyncIterator[Harness]:
     directory = tmp_path_factory.mktemp("bad-inputs")
-    with contextlib.ExitStack() as stack:
+    async with time_skipping_server() as time_skipping_env, contextlib.AsyncExitStack() as stack:
         if request.param == "sqlite":
             url = f"sqlite:///{directory / 'store.db'}"
         else:
