@@ -16,6 +16,8 @@ from crmflow.store import (
     EventRepository,
     ListRepository,
     Record,
+    RecordChange,
+    RecordDate,
     RecordRepository,
     StepWrite,
     StoreError,
@@ -75,6 +77,68 @@ def test_bulk_upsert_counts_created_and_updated(sessions):
         assert records.upsert_many("contact", [("b", {"y": 3}), ("c", {})], now=NOW) == (1, 1)
         assert records.require("contact", "b").properties == {"x": 2, "y": 3}
         assert all(records.get("contact", i) is not None for i in ("a", "b", "c"))
+
+
+def test_a_bulk_upsert_writes_what_the_same_writes_one_by_one_write(sessions):
+    """New records go in by multi-row INSERTs, not the ORM: the records, their change feed
+    entries and their date index rows are those of the same writes made one at a time, an id
+    written twice in the batch included (created, then changed; a write that changes nothing
+    makes no entry). Records are given in any order."""
+    writes = [
+        ("old", {"n": 2, "renewal": "2027-01-01"}),
+        ("ann", {"n": 1, "signed_up": "2026-10-01"}),
+        ("bob", {}),
+        ("ann", {"n": 2, "signed_up": None, "renewal": "2027-03-01"}),
+        ("ann", {"n": 2}),
+        ("old", {"n": 3}),
+    ]
+
+    def written(object_type: str, batch: bool) -> tuple[object, ...]:
+        with sessions.begin() as session:
+            records = RecordRepository(session)
+            records.upsert(object_type, "old", {"n": 1}, now=NOW)
+        with sessions.begin() as session:
+            records = RecordRepository(session)
+            if batch:
+                assert records.upsert_many(object_type, writes, now=NOW) == (2, 4)
+            else:
+                for record_id, values in writes:
+                    records.upsert(object_type, record_id, values, now=NOW)
+        with sessions() as session:
+            rows = session.execute(
+                select(Record.id, Record.properties, Record.created_at, Record.updated_at)
+                .where(Record.object_type == object_type)
+                .order_by(Record.id)
+            ).all()
+            feed = session.execute(
+                select(
+                    RecordChange.record_id,
+                    RecordChange.kind,
+                    RecordChange.properties,
+                    RecordChange.before,
+                    RecordChange.occurred_at,
+                )
+                .where(RecordChange.object_type == object_type)
+                # Each record's entries in order (the order across records is no contract).
+                .order_by(RecordChange.record_id, RecordChange.id)
+            ).all()
+            dates = session.execute(
+                select(RecordDate.record_id, RecordDate.property, RecordDate.at)
+                .where(RecordDate.object_type == object_type)
+                .order_by(RecordDate.record_id, RecordDate.property)
+            ).all()
+        return [tuple(r) for r in rows], [tuple(f) for f in feed], [tuple(d) for d in dates]
+
+    one_by_one = written("contact", batch=False)
+    assert written("company", batch=True) == one_by_one
+    assert [kind for _, kind, *_ in one_by_one[1]] == [
+        "created",
+        "updated",
+        "created",
+        "created",
+        "updated",
+        "updated",
+    ]
 
 
 def test_lists_keep_one_object_type_and_deleting_a_record_removes_its_data(sessions):
