@@ -1,8 +1,9 @@
 """Exactly-once execution of an action against the store.
 
 The effect and the step row of (enrollment, action) commit in one transaction, and the step row
-is unique: a retried activity (worker died after the commit, before Temporal heard back) finds the
-step and returns its stored result instead of acting twice.
+is unique and claimed (written, locked) before the effect: a retried activity (worker died after
+the commit, before Temporal heard back) finds the step and returns its stored result instead of
+acting twice, and so does an attempt running at the same time as another.
 """
 
 from __future__ import annotations
@@ -106,9 +107,26 @@ def run_once(
         try:
             with sessions.begin() as session:
                 enrollments = EnrollmentRepository(session)
-                done = enrollments.step(ctx.enrollment_id, action.id)
+                # Claim the step before acting: a concurrent attempt of the same action (the
+                # first one stalled past its timeout while Temporal started another) waits on
+                # this row's lock or its unique key, then finds it finished and returns its
+                # result. Checking for the step only at the end would let both act (an
+                # increment added twice, on PostgreSQL).
+                done = enrollments.step(ctx.enrollment_id, action.id, for_update=True)
                 if done is not None and done.finished_at is not None:
                     return result_of(done)
+                if done is None:
+                    enrollments.write_step(
+                        ctx.enrollment_id,
+                        StepWrite(
+                            action_id=action.id,
+                            type=action.type,
+                            started_at=input.at,
+                            finished_at=None,
+                            outcome=None,
+                            detail={},
+                        ),
+                    )
                 write_steps(session, input.steps)
                 result = effect(session)
                 if input.held:
