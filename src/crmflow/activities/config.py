@@ -167,3 +167,20 @@ def time_sweep_interval(env: Mapping[str, str], default: timedelta) -> timedelta
     if not low <= interval <= high:
         raise ConfigError(f"{name}={text!r}: must be from 1s to 1h")
     return interval
+
+
+DISPATCH_PARTITIONS_VARIABLE = "CRMFLOW_DISPATCH_PARTITIONS"
+DISPATCH_PARTITIONS = 4
+_PARTITIONS_MAX = 256
+
+
+def dispatch_partitions(env: Mapping[str, str]) -> int:
+    """How many partitions the change feed is dispatched in: CRMFLOW_DISPATCH_PARTITIONS, from 1
+    to 256 (DISPATCH_PARTITIONS when unset). Every worker of a deployment must use one number."""
+    name = DISPATCH_PARTITIONS_VARIABLE
+    text = (env.get(name) or "").strip()
+    if not text:
+        return DISPATCH_PARTITIONS
+    if not text.isdigit() or not 1 <= int(text) <= _PARTITIONS_MAX:
+        raise ConfigError(f"{name}={text!r}: a whole number from 1 to {_PARTITIONS_MAX}")
+    return int(text)

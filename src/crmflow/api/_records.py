@@ -237,7 +237,7 @@ def ingest_router() -> APIRouter:
         rows = [(item.id, item.properties) for item in body.records]
         try:
             created, updated = RecordRepository(unit.session()).upsert_many(
-                object_type, rows, now=now()
+                object_type, rows, now=now(), bulk=True
             )
         except StoreError as exc:
             raise _stored(["body", "records"], exc) from None

@@ -7,8 +7,10 @@ from ._fanout import CONCURRENCY, PAGE_SIZE, Outcome, enroll_selected
 from ._starting import (
     EnrollmentStarter,
     EnrollOutcome,
+    Prepared,
     Ready,
     SignalFailed,
+    Triggered,
     enrollment_search_attributes,
 )
 
@@ -18,8 +20,10 @@ __all__ = [
     "EnrollOutcome",
     "EnrollmentStarter",
     "Outcome",
+    "Prepared",
     "Ready",
     "SignalFailed",
+    "Triggered",
     "enroll_selected",
     "enrollment_search_attributes",
 ]

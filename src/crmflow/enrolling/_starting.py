@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +93,25 @@ def enrollment_search_attributes(ctx: EnrollmentContext) -> TypedSearchAttribute
             SearchAttributePair(sa.STATUS, "running"),
         ]
     )
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """An enrollment a dispatched change calls for."""
+
+    definition: WorkflowDefinition
+    version: int
+    record_id: str
+    trigger_change_id: int
+    snapshot: RecordSnapshot | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A triggered enrollment's row, ready to `launch`."""
+
+    ready: Ready
+    redo: bool  # written by an earlier attempt of its change: its run may be there already
 
 
 class EnrollmentStarter:
@@ -241,6 +260,85 @@ class EnrollmentStarter:
             for e in created:
                 outcomes[e.record_id] = self._ready(definition, version, e, others[e.record_id])
         return [outcomes[record_id] for record_id in record_ids]
+
+    def prepare_triggered(self, items: Sequence[Triggered]) -> list[Prepared | EnrollOutcome]:
+        """The store half of `start` for the enrollments a dispatched batch of changes calls
+        for, in one transaction and a few statements per workflow: each one's row ready to
+        `launch` (`redo`: the row was written by an earlier attempt of its change), or why it
+        has none. One item per (workflow, change); `snapshot`: the record as the dispatcher read
+        it (None: it is gone)."""
+        now = self.clock()
+        results: dict[int, Prepared | EnrollOutcome] = {}
+        with self.sessions.begin() as session:
+            enrollments = EnrollmentRepository(session)
+            earlier = enrollments.by_triggers(sorted({i.trigger_change_id for i in items}))
+            # New rows, by workflow version: (item index, record id).
+            wanted: dict[tuple[str, int], list[int]] = {}
+            for n, item in enumerate(items):
+                key, record_id = item.definition.key, item.record_id
+                enrollment = earlier.get((key, item.trigger_change_id))
+                if enrollment is not None:
+                    if enrollment.status in ENDED_STATUSES:
+                        outcome = "enrolled (already done)"
+                        results[n] = EnrollOutcome(
+                            record_id, True, outcome, enrollment.temporal_workflow_id
+                        )
+                    else:
+                        results[n] = Prepared(
+                            self._ready(item.definition, item.version, enrollment, []), redo=True
+                        )
+                    continue
+                if item.snapshot is None:
+                    missing = f"no {item.definition.object_type} with id '{record_id}'"
+                    results[n] = EnrollOutcome(record_id, False, missing)
+                elif refused := refusal(item.definition, item.snapshot, now=now):
+                    results[n] = EnrollOutcome(record_id, False, refused)
+                else:
+                    wanted.setdefault((key, item.version), []).append(n)
+            for (key, version), indexes in wanted.items():
+                definition = items[indexes[0]].definition
+                object_type = definition.object_type
+                by_record = {items[n].record_id: n for n in indexes}
+                row: dict[str, Any] = {
+                    "key": key,
+                    "version": version,
+                    "object_type": object_type,
+                    "source": "criteria",
+                    "now": now,
+                }
+                try:
+                    created = enrollments.create_many(
+                        **row,
+                        record_ids=list(by_record),
+                        trigger_change_ids={
+                            items[n].record_id: items[n].trigger_change_id for n in indexes
+                        },
+                    )
+                except AlreadyEnrolled:
+                    # One of them was enrolled meanwhile (a manual enrollment, say): one at a
+                    # time, so that only that one is refused.
+                    created = []
+                    for n in indexes:
+                        item = items[n]
+                        try:
+                            created.append(
+                                enrollments.create(
+                                    **row,
+                                    record_id=item.record_id,
+                                    trigger_change_id=item.trigger_change_id,
+                                )
+                            )
+                        except AlreadyEnrolled as exc:
+                            results[n] = EnrollOutcome(item.record_id, False, str(exc))
+                ids = [e.record_id for e in created]
+                others: dict[str, list[str]] = {record_id: [] for record_id in ids}
+                for other in definition.settings.unenroll_from:
+                    for record_id, e in enrollments.active_among(other, object_type, ids).items():
+                        others[record_id].append(e.temporal_workflow_id)
+                for e in created:
+                    ready = self._ready(definition, version, e, others[e.record_id])
+                    results[by_record[e.record_id]] = Prepared(ready, redo=False)
+        return [results[n] for n in range(len(items))]
 
     def _ready(
         self,

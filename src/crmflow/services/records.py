@@ -156,7 +156,7 @@ def import_rows(
         records = RecordRepository(session)
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            created, updated = records.upsert_many(object_type, batch, now=now)
+            created, updated = records.upsert_many(object_type, batch, now=now, bulk=True)
             result.created += created
             result.updated += updated
             if on_progress:

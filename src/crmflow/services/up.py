@@ -18,10 +18,15 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from crmflow.activities.config import ConfigError, OutwardSettings, time_sweep_interval
+from crmflow.activities.config import (
+    ConfigError,
+    OutwardSettings,
+    dispatch_partitions,
+    time_sweep_interval,
+)
 from crmflow.activities.time_sweep import SWEEP_INTERVAL
 from crmflow.store import DEFAULT_DB_URL
-from crmflow.triggers import Dispatcher
+from crmflow.triggers import Dispatcher, DispatchPool
 from crmflow.worker import build_worker, ensure_time_sweep_schedule
 
 from ._app import App, Settings
@@ -92,6 +97,7 @@ async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], 
     outward = outward_settings()
     try:
         sweep_every = time_sweep_interval(os.environ, SWEEP_INTERVAL)
+        partitions = dispatch_partitions(os.environ)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     client = await app.client()
@@ -105,11 +111,22 @@ async def serve_worker(app: App, stop: asyncio.Event, *, on_ready: Callable[[], 
     worker = build_worker(
         client, app.sessions, enroller=starter, task_queue=app.settings.task_queue, outward=outward
     )
-    # Every worker process runs a dispatcher; a lease in the store lets one dispatch at a time.
-    dispatcher = Dispatcher(
-        app.sessions, client, task_queue=app.settings.task_queue, starter=starter
+    # Every worker process runs a dispatch pool: the feed's partitions are spread over the
+    # running workers, each dispatched by one of them at a time (a fenced lease each).
+    holder = Dispatcher(app.sessions, client, task_queue=app.settings.task_queue).holder
+    pool = DispatchPool(
+        app.sessions,
+        lambda part: Dispatcher(
+            app.sessions,
+            client,
+            task_queue=app.settings.task_queue,
+            starter=starter,
+            partition=part,
+            holder=holder,
+        ),
+        partitions,
     )
-    dispatching = asyncio.ensure_future(dispatcher.run(stop))
+    dispatching = asyncio.ensure_future(pool.run(stop))
     running = asyncio.ensure_future(worker.run())
     on_ready()
     try:

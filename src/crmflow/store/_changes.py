@@ -97,17 +97,31 @@ _HELD_BACK = exists().where(
     _troubled(_blocker),
     or_(_blocker.parked_at.is_not(None), _blocker.next_attempt_at > bindparam("now")),
 )
-_DUE = (
+_IN_PARTITION = RecordChange.bucket % bindparam("partitions") == bindparam("partition")
+_DUE_WHERE = (
+    RecordChange.dispatched_at.is_(None),
+    RecordChange.parked_at.is_(None),
+    or_(
+        RecordChange.next_attempt_at.is_(None),
+        RecordChange.next_attempt_at <= bindparam("now"),
+    ),
+    ~_HELD_BACK,
+    _IN_PARTITION,
+)
+_DUE = select(RecordChange).where(*_DUE_WHERE).order_by(RecordChange.id).limit(bindparam("limit"))
+# An earlier pending change of the same record made by a bulk write: an interactive change
+# behind it waits for it (a record's changes keep their order).
+_earlier = aliased(RecordChange, name="earlier")
+_BEHIND_BULK = exists().where(
+    _earlier.object_type == RecordChange.object_type,
+    _earlier.record_id == RecordChange.record_id,
+    _earlier.dispatched_at.is_(None),
+    _earlier.bulk.is_(True),
+    _earlier.id < RecordChange.id,
+)
+_DUE_INTERACTIVE = (
     select(RecordChange)
-    .where(
-        RecordChange.dispatched_at.is_(None),
-        RecordChange.parked_at.is_(None),
-        or_(
-            RecordChange.next_attempt_at.is_(None),
-            RecordChange.next_attempt_at <= bindparam("now"),
-        ),
-        ~_HELD_BACK,
-    )
+    .where(*_DUE_WHERE, RecordChange.bulk.is_(False), ~_BEHIND_BULK)
     .order_by(RecordChange.id)
     .limit(bindparam("limit"))
 )
@@ -134,9 +148,11 @@ class ChangeRepository:
         list_name: str | None = None,
         event_name: str | None = None,
         event_id: int | None = None,
+        bulk: bool = False,
     ) -> None:
         self.session.add(
             RecordChange(
+                bulk=bulk,
                 object_type=object_type,
                 record_id=record_id,
                 kind=kind,
@@ -181,11 +197,19 @@ class ChangeRepository:
         )
         return len(self.session.execute(statement, rows).all())
 
-    def pending(self, *, limit: int, now: datetime) -> list[RecordChange]:
-        """Changes due for dispatch, oldest first (so a record's changes keep their order):
-        not parked, not waiting for a later attempt, and not behind such a change of their
-        record. `now`: the database's time."""
-        return list(self.session.scalars(_DUE, {"now": now, "limit": limit}))
+    def pending(
+        self, *, limit: int, now: datetime, partition: tuple[int, int] = (0, 1)
+    ) -> list[RecordChange]:
+        """Changes due for dispatch in `partition` (its number, and how many there are), a
+        record's in order: not parked, not waiting for a later attempt, and not behind such a
+        change of their record. Up to `limit` of interactive writes' changes first (a bulk
+        import does not hold them up), then up to `limit` of the oldest of any kind; oldest
+        first. `now`: the database's time."""
+        params = {"now": now, "limit": limit, "partition": partition[0], "partitions": partition[1]}
+        found = {c.id: c for c in self.session.scalars(_DUE_INTERACTIVE, params)}
+        for change in self.session.scalars(_DUE, params):
+            found.setdefault(change.id, change)
+        return [found[change_id] for change_id in sorted(found)]
 
     def mark_dispatched(self, change_ids: Iterable[int], *, now: datetime, fence: Fence) -> bool:
         """Mark changes done, if `fence` still holds the lease (checked in the same

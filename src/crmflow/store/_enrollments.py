@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -99,10 +99,13 @@ class EnrollmentRepository:
         record_ids: Sequence[str],
         source: str,
         now: datetime,
+        trigger_change_ids: Mapping[str, int] | None = None,
     ) -> list[Enrollment]:
-        """`create` for many records in one statement (a scheduled run's page). Raises
+        """`create` for many records in one statement (a scheduled run's page, a dispatched
+        batch's enrollments in one workflow: `trigger_change_ids` by record). Raises
         AlreadyEnrolled, and inserts none, when any of them is enrolled now (or a concurrent
         writer took one of their sequence numbers): the caller falls back to one at a time."""
+        triggers = trigger_change_ids or {}
         if not record_ids:
             return []
         seqs: dict[str, int] = {
@@ -128,6 +131,7 @@ class EnrollmentRepository:
                 "source": source,
                 "enrolled_at": now,
                 "temporal_workflow_id": temporal_workflow_id(key, object_type, record_id, seq),
+                "trigger_change_id": triggers.get(record_id),
             }
             for record_id in record_ids
         ]
@@ -161,6 +165,17 @@ class EnrollmentRepository:
                 Enrollment.workflow_key == key, Enrollment.trigger_change_id == change_id
             )
         ).one_or_none()
+
+    def by_triggers(self, change_ids: Sequence[int]) -> dict[tuple[str, int], Enrollment]:
+        """`by_trigger` for many changes: by (workflow key, change id)."""
+        if not change_ids:
+            return {}
+        return {
+            (e.workflow_key, e.trigger_change_id or 0): e
+            for e in self.session.scalars(
+                select(Enrollment).where(Enrollment.trigger_change_id.in_(list(change_ids)))
+            )
+        }
 
     def by_origin(self, key: str, origin: str) -> Enrollment | None:
         """The enrollment an enroll_in_workflow step already made in a workflow, if any."""
@@ -251,6 +266,23 @@ class EnrollmentRepository:
             )
         )
 
+    def of_records(
+        self, object_type: str, record_ids: Sequence[str]
+    ) -> dict[str, list[Enrollment]]:
+        """`of_record` for many records of one object type (one query), by record id."""
+        found: dict[str, list[Enrollment]] = {}
+        if not record_ids:
+            return found
+        for e in self.session.scalars(
+            select(Enrollment)
+            .where(
+                Enrollment.object_type == object_type, Enrollment.record_id.in_(list(record_ids))
+            )
+            .order_by(Enrollment.id)
+        ):
+            found.setdefault(e.record_id, []).append(e)
+        return found
+
     @staticmethod
     def enrolled_clause(key: str, *, statuses: Sequence[str] | None = None) -> ColumnElement[bool]:
         """Holds, in a query over `records`, for a record enrolled in `key` with one of these
@@ -330,12 +362,17 @@ class EnrollmentRepository:
             result[step.enrollment_id].append(step)
         return result
 
-    def step(self, enrollment_id: int, action_id: str) -> EnrollmentStep | None:
-        return self.session.scalars(
-            select(EnrollmentStep).where(
-                EnrollmentStep.enrollment_id == enrollment_id, EnrollmentStep.action_id == action_id
-            )
-        ).one_or_none()
+    def step(
+        self, enrollment_id: int, action_id: str, *, for_update: bool = False
+    ) -> EnrollmentStep | None:
+        """The step of (enrollment, action). `for_update`: locked until the transaction ends,
+        and read afresh (another attempt may have finished it since it was last read)."""
+        stmt = select(EnrollmentStep).where(
+            EnrollmentStep.enrollment_id == enrollment_id, EnrollmentStep.action_id == action_id
+        )
+        if for_update:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        return self.session.scalars(stmt).one_or_none()
 
     def write_step(self, enrollment_id: int, step: StepWrite) -> EnrollmentStep:
         """Insert or complete the step of (enrollment, action); never creates a second one."""

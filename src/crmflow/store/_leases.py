@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, exists, func, select, text, update
+from sqlalchemy import bindparam, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -93,3 +93,29 @@ class LeaseRepository:
             .where(Lease.token == fence.token)
             .values(expires_at=database_now(self.session) - timedelta(seconds=1))
         )
+
+    def live(self, prefix: str) -> int:
+        """How many leases named `prefix`... are held now (database time); forgets those that
+        expired over an hour ago (members of a group that are long gone)."""
+        now = database_now(self.session)
+        named = Lease.name.startswith(prefix, autoescape=True)
+        self.session.execute(delete(Lease).where(named, Lease.expires_at < now - _FORGOTTEN))
+        return int(
+            self.session.scalar(
+                select(func.count()).select_from(Lease).where(named, Lease.expires_at > now)
+            )
+            or 0
+        )
+
+    def holders(self, prefix: str) -> dict[str, str]:
+        """The leases named `prefix`... held now (database time): name -> holder."""
+        now = database_now(self.session)
+        found = self.session.execute(
+            select(Lease.name, Lease.holder).where(
+                Lease.name.startswith(prefix, autoescape=True), Lease.expires_at > now
+            )
+        )
+        return {name: holder for name, holder in found}
+
+
+_FORGOTTEN = timedelta(hours=1)

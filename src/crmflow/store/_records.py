@@ -115,7 +115,12 @@ def check_record_write(
 
 
 def _change_row(
-    object_type: str, record_id: str, kind: str, now: datetime, before: Mapping[str, Any]
+    object_type: str,
+    record_id: str,
+    kind: str,
+    now: datetime,
+    before: Mapping[str, Any],
+    bulk: bool,
 ) -> dict[str, Any]:
     """A change feed entry as `ChangeRepository.append` writes it, as a row for a bulk insert."""
     return {
@@ -126,6 +131,7 @@ def _change_row(
         "before": dict(before),
         "occurred_at": now,
         "attempts": 0,
+        "bulk": bulk,
     }
 
 
@@ -207,7 +213,13 @@ class RecordRepository:
         return record
 
     def _change(
-        self, record: Record, values: Mapping[str, Any], *, now: datetime, dates: DateRows
+        self,
+        record: Record,
+        values: Mapping[str, Any],
+        *,
+        now: datetime,
+        dates: DateRows,
+        bulk: bool = False,
     ) -> None:
         after = merge_properties(record.properties, values)
         check_record_write(record.object_type, record.id, record.properties, values, after)
@@ -218,7 +230,7 @@ class RecordRepository:
         record.properties = after
         record.updated_at = now
         ChangeRepository(self.session).append(
-            record.object_type, record.id, feed.UPDATED, now=now, before=before
+            record.object_type, record.id, feed.UPDATED, now=now, before=before, bulk=bulk
         )
 
     def update(
@@ -266,9 +278,15 @@ class RecordRepository:
         )
 
     def upsert_many(
-        self, object_type: str, rows: Iterable[tuple[str, Mapping[str, Any]]], *, now: datetime
+        self,
+        object_type: str,
+        rows: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        now: datetime,
+        bulk: bool = False,
     ) -> tuple[int, int]:
-        """Bulk upsert of (id, properties). Returns (created, updated).
+        """Bulk upsert of (id, properties). Returns (created, updated). `bulk`: an import or
+        a batch, whose changes are dispatched after interactive writes' (`pending`).
 
         Records that exist are changed through the ORM (they are loaded anyway); new ones are
         built here and written with one multi-row INSERT each for the records, their change feed
@@ -288,7 +306,7 @@ class RecordRepository:
         for record_id, values in rows:
             record = existing.get(record_id)
             if record is not None:
-                self._change(record, values, now=now, dates=dates)
+                self._change(record, values, now=now, dates=dates, bulk=bulk)
                 updated += 1
             elif record_id not in new:
                 check_record_key(object_type, record_id)
@@ -297,7 +315,9 @@ class RecordRepository:
                 new[record_id] = properties
                 dates.created(object_type, record_id, properties)
                 created_from = changed_properties({}, properties)
-                changes.append(_change_row(object_type, record_id, feed.CREATED, now, created_from))
+                changes.append(
+                    _change_row(object_type, record_id, feed.CREATED, now, created_from, bulk)
+                )
                 created += 1
             else:  # written again in this batch: as `_change` does, on the new properties
                 current = new[record_id]
@@ -308,7 +328,9 @@ class RecordRepository:
                 if before:
                     dates.changed(object_type, record_id, current, after, before)
                     new[record_id] = after
-                    changes.append(_change_row(object_type, record_id, feed.UPDATED, now, before))
+                    changes.append(
+                        _change_row(object_type, record_id, feed.UPDATED, now, before, bulk)
+                    )
         self.session.flush()
         if new:
             self.session.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 from typing import Any
 
@@ -310,6 +311,19 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+CHANGE_BUCKETS = 1024
+
+
+def change_bucket(object_type: str, record_id: str) -> int:
+    """A record's bucket of the change feed: stable (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(f"{object_type}\x00{record_id}".encode()) % CHANGE_BUCKETS
+
+
+def _bucket_of_row(context: Any) -> int:
+    row = context.get_current_parameters()
+    return change_bucket(row["object_type"], row["record_id"])
+
+
 class RecordChange(Base):
     """The change feed: one row per change of a record, committed in the same transaction as
     the change itself, so the dispatcher can never miss one. `dispatched_at` is set once every
@@ -322,6 +336,14 @@ class RecordChange(Base):
             "id",
             sqlite_where=text("dispatched_at IS NULL"),
             postgresql_where=text("dispatched_at IS NULL"),
+        ),
+        # The pending changes of interactive writes (not `bulk`): a dispatcher takes them
+        # first, so one record's change is not queued behind a large import.
+        Index(
+            "ix_record_changes_pending_interactive",
+            "id",
+            sqlite_where=text("dispatched_at IS NULL AND NOT bulk"),
+            postgresql_where=text("dispatched_at IS NULL AND NOT bulk"),
         ),
         Index("ix_record_changes_record", "object_type", "record_id"),
         # Changes whose dispatch failed (waiting for a retry, or parked): few, looked up per
@@ -370,6 +392,12 @@ class RecordChange(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Set when the dispatch failed too often: out of the feed until `crmflow changes retry`.
     parked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The record's bucket (`change_bucket`): a dispatch partition takes the buckets b with
+    # b % partitions == its number, so a record's changes always go to one partition.
+    bucket: Mapped[int] = mapped_column(Integer, default=_bucket_of_row, server_default=text("0"))
+    # Written by a bulk write (an import, a batch): dispatched after interactive writes'
+    # changes (a record's changes still in order).
+    bulk: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class TimeSweep(Base):

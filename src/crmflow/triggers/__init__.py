@@ -3,9 +3,11 @@
 
 from ._dispatcher import Dispatcher, LeaseLost, TemporalUnreachable, load_index
 from ._index import TriggerIndex
+from ._pool import DispatchPool
 from ._reconcile import Reconciler
 
 __all__ = [
+    "DispatchPool",
     "Dispatcher",
     "LeaseLost",
     "Reconciler",

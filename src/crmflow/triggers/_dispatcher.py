@@ -19,9 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
@@ -29,14 +33,13 @@ from temporalio.client import Client
 from crmflow.activities.models import EventSignal
 from crmflow.conditions import RecordSnapshot
 from crmflow.definitions import ACTIVE_STATUSES
-from crmflow.enrolling import EnrollmentStarter
+from crmflow.enrolling import EnrollmentStarter, EnrollOutcome, Prepared, Triggered
 from crmflow.rules import (
     DELETED,
     EVENT,
     TIME,
     ActiveEnrollment,
     Change,
-    Decision,
     Enroll,
     Leave,
     Trigger,
@@ -45,6 +48,7 @@ from crmflow.rules import (
 from crmflow.store import (
     BrokenVersion,
     ChangeRepository,
+    Enrollment,
     EnrollmentRepository,
     Failure,
     Fence,
@@ -52,7 +56,7 @@ from crmflow.store import (
     RecordChange,
     WorkflowRepository,
     database_now,
-    load_snapshot,
+    load_snapshots,
     stored_definition,
 )
 
@@ -74,6 +78,8 @@ RETRY_DELAYS = (
 # How often the lease holder looks for enrollments whose Temporal run is gone.
 RECONCILE_EVERY = 60.0
 HEALTH_CHECK_TIMEOUT = 5.0
+# How many Temporal calls (starts, signals) one batch has in flight at once.
+START_CONCURRENCY = 64
 
 
 class LeaseLost(Exception):
@@ -142,16 +148,24 @@ class Dispatcher:
         reconcile_every: float = RECONCILE_EVERY,
         starter: EnrollmentStarter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        partition: tuple[int, int] = (0, 1),
     ) -> None:
         """`starter`: the process's one starter, built by the wiring code (a dispatcher made
         alone, as in tests, builds its own). `clock`: the time conditions are judged at
-        (simulate passes the simulated one)."""
+        (simulate passes the simulated one). `partition`: (its number, how many): it
+        dispatches the changes of the records in that partition only, under its own lease
+        (`DispatchPool` spreads the partitions over the workers)."""
+        number, partitions = partition
+        if not 0 <= number < partitions:
+            raise ValueError(f"partition {number} of {partitions}: out of range")
+        self.partition = partition
+        self.lease = LEASE if partitions == 1 else f"{LEASE}-{number}-of-{partitions}"
         self.sessions = sessions
         self.starter = starter or EnrollmentStarter(sessions, client, task_queue, clock=clock)
         self.reconciler = Reconciler(sessions, client)
         self.batch = batch
         self.poll_interval = poll_interval
-        self.holder = holder or f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.retry_delays = retry_delays
         self.reconcile_every = reconcile_every
         self.clock = clock
@@ -163,9 +177,13 @@ class Dispatcher:
 
     # ------------------------------------------------------------ the loop
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until `stop` is set, reconciling now and then. Failures of the whole loop
-        (store or Temporal unreachable, lease lost) are logged and retried with backoff."""
+    async def run(
+        self, stop: asyncio.Event, *, while_held: bool = False, reconcile: bool = True
+    ) -> None:
+        """Dispatch until `stop` is set, reconciling now and then (unless `reconcile` is
+        False: one dispatcher of a pool does it). Failures of the whole loop (store or
+        Temporal unreachable, lease lost) are logged and retried with backoff. `while_held`:
+        return as soon as the lease is held by another (the pool gives the partition up)."""
         backoff = self.poll_interval
         reconciled = -self.reconcile_every
         loop = asyncio.get_running_loop()
@@ -173,12 +191,25 @@ class Dispatcher:
             try:
                 done = await self.dispatch_pending()
                 backoff = self.poll_interval
-                if self.fence is not None and loop.time() - reconciled >= self.reconcile_every:
+                if while_held and self.fence is None:
+                    return
+                if (
+                    reconcile
+                    and self.fence is not None
+                    and loop.time() - reconciled >= self.reconcile_every
+                ):
                     reconciled = loop.time()
                     await self.reconcile()
                 if done:
                     continue
-            except (LeaseLost, TemporalUnreachable) as exc:
+            except LeaseLost as exc:
+                if while_held:
+                    log.info("%s", exc)
+                    self.fence = None
+                    return
+                log.warning("%s; dispatching again in %.1fs", exc, backoff)
+                backoff = min(backoff * 2, 10.0)
+            except TemporalUnreachable as exc:
                 log.warning("%s; dispatching again in %.1fs", exc, backoff)
                 backoff = min(backoff * 2, 10.0)
             except Exception:
@@ -191,7 +222,7 @@ class Dispatcher:
     def acquire_lease(self) -> bool:
         """Take or renew the dispatcher lease (the database's clock decides expiry)."""
         with self.sessions.begin() as session:
-            self.fence = LeaseRepository(session).acquire(LEASE, self.holder, LEASE_TTL)
+            self.fence = LeaseRepository(session).acquire(self.lease, self.holder, LEASE_TTL)
         return self.fence is not None
 
     def release_lease(self) -> None:
@@ -201,38 +232,66 @@ class Dispatcher:
             self.fence = None
 
     async def dispatch_pending(self) -> int:
-        """Take (or renew) the lease, then dispatch one batch of due changes, in order.
-        Returns how many were handled (dispatched, or failed and rescheduled or parked)."""
+        """Take (or renew) the lease, then dispatch one batch of due changes: the batch's store
+        reads and its enrollment rows in a few statements, its Temporal calls concurrently
+        (START_CONCURRENCY records at a time), each record's changes in order. Returns how many
+        were handled (dispatched, or failed and rescheduled or parked)."""
         if not await asyncio.to_thread(self.acquire_lease):
             return 0
         assert self.fence is not None
         with self.sessions() as session:
             # Due as of the database's time, read with the lease a moment ago.
-            due = ChangeRepository(session).pending(limit=self.batch, now=self.fence.at)
+            due = ChangeRepository(session).pending(
+                limit=self.batch, now=self.fence.at, partition=self.partition
+            )
             rows = [as_change(r) for r in due]
         if not rows:
             return 0
-        self.refresh_index()
-        idle: list[int] = []
-        failed: set[tuple[str, str]] = set()  # records whose change failed in this batch
+        index = self.refresh_index()
+        remaining: dict[RecordKey, list[Change]] = {}
         for change in rows:
-            if (change.object_type, change.record_id) in failed:
-                continue  # its record's earlier change failed: it waits behind it
-            try:
-                acted = await self.dispatch(change)
-            except Exception as exc:
-                failed.add((change.object_type, change.record_id))
-                await asyncio.to_thread(self._mark, idle)
-                idle = []
-                await self._failed(change, exc)
-                continue
-            if acted:
-                await asyncio.to_thread(self._mark, [*idle, change.id])
-                idle = []
-            else:
-                idle.append(change.id)  # concerned no workflow: marked with the next write
-        await asyncio.to_thread(self._mark, idle)
-        return len(rows)
+            remaining.setdefault((change.object_type, change.record_id), []).append(change)
+        facts = await asyncio.to_thread(self._read, index, rows)
+        done: list[int] = []
+        failures: list[tuple[Change, Exception]] = []
+        # Rounds: each takes every record's changes up to the first that enrolls it; the next
+        # round decides the later ones knowing that enrollment (usually none are left).
+        while remaining:
+            plans: list[Plan] = []
+            later: dict[RecordKey, list[Change]] = {}
+            for key, changes in remaining.items():
+                decided, rest, failure = self._decide_record(index, changes, facts)
+                plans += decided
+                if failure is not None:
+                    failures.append(failure)
+                elif rest:
+                    later[key] = rest
+            prepared, unprepared = await asyncio.to_thread(self._prepare, plans)
+            failures += unprepared
+            stopped = {(c.object_type, c.record_id) for c, _ in unprepared}
+            grouped: dict[RecordKey, list[Plan]] = {}
+            for plan in plans:
+                key = (plan.change.object_type, plan.change.record_id)
+                if key not in stopped:
+                    grouped.setdefault(key, []).append(plan)
+            for key, (ids, failure) in zip(
+                grouped, await self._act_all(list(grouped.values()), prepared), strict=True
+            ):
+                done += ids
+                if failure is not None:
+                    failures.append(failure)
+                    stopped.add(key)
+            for p in prepared.values():
+                if isinstance(p, Prepared) and not p.redo:
+                    ctx = p.ready.input.context
+                    facts.enrollments.setdefault((ctx.object_type, ctx.record_id), []).append(
+                        Known.started(p)
+                    )
+            remaining = {key: rest for key, rest in later.items() if key not in stopped}
+        await asyncio.to_thread(self._mark, done)
+        for change, exc in sorted(failures, key=lambda f: f[0].id):
+            await self._failed(change, exc)
+        return len(done) + len(failures)
 
     async def _failed(self, change: Change, exc: Exception) -> None:
         """Count a failed dispatch against the change (retried later, or parked), unless
@@ -311,127 +370,282 @@ class Dispatcher:
         """Mark the store's running enrollments whose Temporal run is gone; see Reconciler."""
         return await self.reconciler.run_once()
 
-    # ------------------------------------------------------------ one change
+    # ------------------------------------------------------------ a batch's parts
 
-    async def dispatch(self, change: Change) -> bool:
-        """Act on one change. Returns False when it concerned no workflow (nothing done)."""
-        index = self._index or self.refresh_index()
+    def _read(self, index: TriggerIndex, changes: list[Change]) -> Facts:
+        """What deciding the batch's changes needs from the store, in a few queries whatever
+        the batch's size: the enrollments of the records some workflow may care about, the
+        records (with the events those workflows read), and the wait steps in progress of
+        the enrollments an event may reach."""
+        concerned: dict[str, set[str]] = {}
+        events: set[str] = set()
+        event_records: set[RecordKey] = set()
+        for change in changes:
+            enter, leave = index.enter(change), index.leave(change)
+            if not enter and not leave and change.kind != DELETED:
+                continue
+            concerned.setdefault(change.object_type, set()).add(change.record_id)
+            # Every version's reads: a record may be enrolled in any of them.
+            for trigger in [*enter, *index.triggers_of(leave)]:
+                events |= trigger.enter.events | trigger.leave.events
+            if change.kind == EVENT:
+                event_records.add((change.object_type, change.record_id))
+        facts = Facts()
+        if not concerned:
+            return facts
+        with self.sessions() as session:
+            enrollments = EnrollmentRepository(session)
+            for object_type, ids in concerned.items():
+                ordered = sorted(ids)
+                for record_id, rows in enrollments.of_records(object_type, ordered).items():
+                    facts.enrollments[(object_type, record_id)] = [Known.of(e) for e in rows]
+                for record_id, snapshot in load_snapshots(
+                    session, object_type, ordered, event_names=events
+                ).items():
+                    facts.snapshots[(object_type, record_id)] = snapshot
+            candidates = [
+                e.id
+                for key in event_records
+                for e in facts.enrollments.get(key, ())
+                if e.status in ACTIVE_STATUSES
+            ]
+            facts.waiting = enrollments.waiting_steps(candidates)
+        return facts
+
+    def _decide_record(
+        self, index: TriggerIndex, changes: list[Change], facts: Facts
+    ) -> tuple[list[Plan], list[Change], tuple[Change, Exception] | None]:
+        """Decide a record's changes, in order, up to the first that enrolls it (the later
+        ones must see that enrollment: they are returned, for the next round) or fails (the
+        later ones wait behind it)."""
+        plans: list[Plan] = []
+        for n, change in enumerate(changes):
+            try:
+                plan = self._decide(index, change, facts)
+                self.crash_point("decided", change)
+            except Exception as exc:
+                return plans, [], (change, exc)
+            plans.append(plan)
+            if plan.enroll:
+                return plans, changes[n + 1 :], None
+        return plans, [], None
+
+    def _decide(self, index: TriggerIndex, change: Change, facts: Facts) -> Plan:
+        """What one change calls for (nothing, when it concerns no workflow)."""
         enter = index.enter(change)
         leave_ids = index.leave(change)
         if not enter and not leave_ids and change.kind != DELETED:
-            return False
-        with self.sessions() as session:
-            # One read of the record's enrollments answers: which this change already made (a
-            # redo after a crash: they stand as decided and are finished below, idempotently),
-            # which run now, and in which workflows the record was ever enrolled.
-            of_record = EnrollmentRepository(session).of_record(
-                change.object_type, change.record_id
-            )
-            redo = [e for e in of_record if e.trigger_change_id == change.id]
-            redo_keys = {e.workflow_key for e in redo}
-            active = [
-                e
-                for e in of_record
-                if e.status in ACTIVE_STATUSES and e.workflow_key not in redo_keys
-            ]
-            # A deletion ends every enrollment of the record; other changes only those whose
-            # exit rules read what changed.
-            leave = [
-                (trigger, ActiveEnrollment(e.id, e.workflow_key, e.version, e.temporal_workflow_id))
-                for e in active
-                if (change.kind == DELETED or (e.workflow_key, e.version) in leave_ids)
-                and (trigger := index.trigger(e.workflow_key, e.version)) is not None
-            ]
-            enrolled_now = {e.workflow_key for e in active} | redo_keys
-            redone = [
-                t for e in redo if (t := index.trigger(e.workflow_key, e.version)) is not None
-            ]
-            enter = [t for t in enter if t.key not in enrolled_now]
-            ever = frozenset(e.workflow_key for e in of_record)
-            # Only the events some condition of these workflows reads.
-            events: set[str] = set()
-            for trigger in [*enter, *(t for t, _ in leave)]:
-                events |= trigger.enter.events | trigger.leave.events
-            waiting = self._waiting(session, change, leave)
-            snapshot = (
-                None
-                if change.kind == DELETED
-                else load_snapshot(
-                    session, change.object_type, change.record_id, event_names=events
-                )
-            )
+            return Plan(change)
+        record = (change.object_type, change.record_id)
+        # The record's enrollments answer: which this change already made (a redo after a
+        # crash: they stand as decided and are finished below, idempotently), which run now,
+        # and in which workflows the record was ever enrolled.
+        of_record = facts.enrollments.get(record, [])
+        redo = [e for e in of_record if e.trigger_change_id == change.id]
+        redo_keys = {e.workflow_key for e in redo}
+        active = [
+            e for e in of_record if e.status in ACTIVE_STATUSES and e.workflow_key not in redo_keys
+        ]
+        # A deletion ends every enrollment of the record; other changes only those whose exit
+        # rules read what changed.
+        leave = [
+            (trigger, ActiveEnrollment(e.id, e.workflow_key, e.version, e.temporal_workflow_id))
+            for e in active
+            if (change.kind == DELETED or (e.workflow_key, e.version) in leave_ids)
+            and (trigger := index.trigger(e.workflow_key, e.version)) is not None
+        ]
+        enrolled_now = {e.workflow_key for e in active} | redo_keys
+        redone = [t for e in redo if (t := index.trigger(e.workflow_key, e.version)) is not None]
+        enter = [t for t in enter if t.key not in enrolled_now]
+        ever = frozenset(e.workflow_key for e in of_record)
+        snapshot = None if change.kind == DELETED else facts.snapshots.get(record)
         decisions = decide(
             change, snapshot, enter=enter, leave=leave, ever_enrolled=ever, now=self.clock()
         )
-        self.crash_point("decided", change)
-        decisions = [*(Enroll(t.key, "redo") for t in redone), *decisions]
         triggers = {t.key: t for t in [*enter, *redone]}
-        for decision in decisions:
-            if isinstance(decision, Enroll):
-                trigger = triggers[decision.key]
-                await self.starter.start(
-                    trigger.definition,
-                    trigger.version,
-                    change.record_id,
-                    source="criteria",
-                    trigger_change_id=change.id,
-                    snapshot=snapshot,
-                )
-                self.crash_point("enrolled", change)
-            elif decision.status == "goal_met":
-                await self.starter.goal_met(
-                    [decision.enrollment.temporal_workflow_id], decision.reason
-                )
-            else:
-                await self.starter.unenroll(
-                    [decision.enrollment.temporal_workflow_id], decision.reason
-                )
+        enroll = [
+            triggers[key]
+            for key in [
+                *(t.key for t in redone),
+                *(d.key for d in decisions if isinstance(d, Enroll)),
+            ]
+        ]
+        stops = [d for d in decisions if isinstance(d, Leave)]
+        plan = Plan(change, snapshot, enroll, stops)
         if change.kind == EVENT and snapshot is not None:
-            await self._deliver_event(change, snapshot, waiting, decisions)
-        return True
+            plan.event = self._event(change, snapshot, leave, facts.waiting, stops)
+        return plan
 
     @staticmethod
-    def _waiting(
-        session: Session, change: Change, leave: list[tuple[Trigger, ActiveEnrollment]]
-    ) -> list[ActiveEnrollment]:
-        """The record's enrollments waiting now (a wait_for_event step in progress, as the
-        store shows it) for the event this change tracked. Only they are signalled: signals to
-        the others would only grow their histories."""
-        if change.kind != EVENT:
-            return []
-        candidates = [(t, e) for t, e in leave if change.event_name in t.waits]
-        if not candidates:
-            return []
-        steps = EnrollmentRepository(session).waiting_steps([e.id for _, e in candidates])
-        return [
-            e
-            for t, e in candidates
-            if any(t.wait_actions.get(a) == change.event_name for a in steps.get(e.id, ()))
-        ]
-
-    async def _deliver_event(
-        self,
+    def _event(
         change: Change,
         snapshot: RecordSnapshot,
-        waiting: list[ActiveEnrollment],
-        decisions: list[Decision],
-    ) -> None:
-        """Hand a tracked event to the record's enrollments that wait for it now (they decide
-        whether `where` matches). Enrollments that leave on this change are not told: they end
-        anyway."""
-        left = {d.enrollment.id for d in decisions if isinstance(d, Leave)}
-        targets = [e.temporal_workflow_id for e in waiting if e.id not in left]
+        leave: list[tuple[Trigger, ActiveEnrollment]],
+        waiting: dict[int, set[str]],
+        stops: list[Leave],
+    ) -> tuple[list[str], EventSignal] | None:
+        """A tracked event goes to the record's enrollments waiting now for it (a
+        wait_for_event step in progress, as the store shows it; they decide whether `where`
+        matches), except those that leave on this change: they end anyway. Signals to the
+        others would only grow their histories."""
+        left = {d.enrollment.id for d in stops}
+        targets = [
+            e.temporal_workflow_id
+            for t, e in leave
+            if change.event_name in t.waits
+            and e.id not in left
+            and any(t.wait_actions.get(a) == change.event_name for a in waiting.get(e.id, ()))
+        ]
         # The change's event is the last of its name in the snapshot (as in snapshot_before).
         found = [e for e in snapshot.events if e.name == change.event_name]
         if not targets or not found:
-            return
+            return None
         event = found[-1]
-        await self.starter.event_tracked(
-            targets,
-            EventSignal(
-                name=event.name,
-                properties=dict(event.properties),
-                occurred_at=event.occurred_at,
-                event_id=change.event_id,
-            ),
+        return targets, EventSignal(
+            name=event.name,
+            properties=dict(event.properties),
+            occurred_at=event.occurred_at,
+            event_id=change.event_id,
         )
+
+    def _prepare(
+        self, plans: list[Plan]
+    ) -> tuple[dict[tuple[int, str], Prepared | EnrollOutcome], list[tuple[Change, Exception]]]:
+        """The enrollment rows the batch calls for, in one transaction. Should it fail, each
+        record's are written on their own, so that one bad record fails only its change."""
+        items = [
+            (
+                plan.change,
+                Triggered(
+                    trigger.definition,
+                    trigger.version,
+                    plan.change.record_id,
+                    plan.change.id,
+                    plan.snapshot,
+                ),
+            )
+            for plan in plans
+            for trigger in plan.enroll
+        ]
+        if not items:
+            return {}, []
+        try:
+            prepared = self.starter.prepare_triggered([item for _, item in items])
+            return {
+                (change.id, item.definition.key): p
+                for (change, item), p in zip(items, prepared, strict=True)
+            }, []
+        except Exception:
+            log.warning("writing a batch's enrollments failed; writing them change by change")
+        found: dict[tuple[int, str], Prepared | EnrollOutcome] = {}
+        failed: list[tuple[Change, Exception]] = []
+        for change in dict.fromkeys(change for change, _ in items):
+            mine = [item for c, item in items if c is change]
+            try:
+                for item, p in zip(mine, self.starter.prepare_triggered(mine), strict=True):
+                    found[(change.id, item.definition.key)] = p
+            except Exception as exc:
+                failed.append((change, exc))
+        return found, failed
+
+    async def _act_all(
+        self,
+        records: list[list[Plan]],
+        prepared: dict[tuple[int, str], Prepared | EnrollOutcome],
+    ) -> list[tuple[list[int], tuple[Change, Exception] | None]]:
+        """`_act` for each record's plans, START_CONCURRENCY records at a time."""
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def act(plans: list[Plan]) -> tuple[list[int], tuple[Change, Exception] | None]:
+            async with gate:
+                return await self._act(plans, prepared)
+
+        results = await asyncio.gather(*(act(p) for p in records), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # a bug or a cancellation, not a change's failure: nothing marked
+        return cast(list[tuple[list[int], tuple[Change, Exception] | None]], results)
+
+    async def _act(
+        self, plans: list[Plan], prepared: dict[tuple[int, str], Prepared | EnrollOutcome]
+    ) -> tuple[list[int], tuple[Change, Exception] | None]:
+        """A record's Temporal calls, its changes in order: start the enrollments, send the
+        stops and the event. Returns the changes done, and the first that failed (the later
+        ones wait behind it)."""
+        done: list[int] = []
+        for plan in plans:
+            change = plan.change
+            try:
+                for trigger in plan.enroll:
+                    ready = prepared[(change.id, trigger.key)]
+                    if isinstance(ready, Prepared):
+                        await self.starter.launch(
+                            ready.ready, redo=ready.redo, retried_by_caller=True
+                        )
+                    self.crash_point("enrolled", change)
+                for stop in plan.stops:
+                    ids = [stop.enrollment.temporal_workflow_id]
+                    if stop.status == "goal_met":
+                        await self.starter.goal_met(ids, stop.reason)
+                    else:
+                        await self.starter.unenroll(ids, stop.reason)
+                if plan.event is not None:
+                    await self.starter.event_tracked(*plan.event)
+            except Exception as exc:
+                return done, (change, exc)
+            done.append(change.id)
+        return done, None
+
+
+RecordKey = tuple[str, str]  # object type, record id
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """An enrollment of a record, as a batch's read found it."""
+
+    id: int
+    workflow_key: str
+    version: int
+    status: str
+    temporal_workflow_id: str
+    trigger_change_id: int | None
+
+    @classmethod
+    def started(cls, p: Prepared) -> Known:
+        ctx = p.ready.input.context
+        return cls(
+            ctx.enrollment_id,
+            ctx.workflow_key,
+            ctx.version,
+            "running",
+            p.ready.temporal_workflow_id,
+            None,
+        )
+
+    @classmethod
+    def of(cls, e: Enrollment) -> Known:
+        return cls(
+            e.id, e.workflow_key, e.version, e.status, e.temporal_workflow_id, e.trigger_change_id
+        )
+
+
+@dataclass
+class Facts:
+    """What a batch's read found (see `Dispatcher._read`)."""
+
+    enrollments: dict[RecordKey, list[Known]] = field(default_factory=dict)
+    snapshots: dict[RecordKey, RecordSnapshot] = field(default_factory=dict)
+    waiting: dict[int, set[str]] = field(default_factory=dict)  # enrollment id -> action ids
+
+
+@dataclass
+class Plan:
+    """What one change calls for, decided: the workflows to enroll its record in (redone ones
+    first), the enrollments to stop, the event to hand to the enrollments waiting for it."""
+
+    change: Change
+    snapshot: RecordSnapshot | None = None
+    enroll: list[Trigger] = field(default_factory=list)
+    stops: list[Leave] = field(default_factory=list)
+    event: tuple[list[str], EventSignal] | None = None

@@ -75,3 +75,7 @@ class TriggerIndex:
 
     def trigger(self, key: str, version: int) -> Trigger | None:
         return self.triggers.get((key, version))
+
+    def triggers_of(self, idents: Iterable[tuple[str, int]]) -> list[Trigger]:
+        """The triggers of these workflow versions (as `leave` names them)."""
+        return [self.triggers[i] for i in sorted(idents) if i in self.triggers]
