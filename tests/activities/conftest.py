@@ -191,3 +191,10 @@ def mail_ca(tmp_path_factory: pytest.TempPathFactory) -> MailCA:
     ca_file = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     return MailCA(ca=ca, server_context=context, ca_file=str(ca_file))
+
+
+@pytest.fixture
+def start_mailbox() -> Any:
+    """`running_mailbox`, for tests that start their own (a test module cannot import it from
+    here: which `conftest` module it gets depends on what pytest collected first)."""
+    return running_mailbox

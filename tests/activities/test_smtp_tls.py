@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
-from conftest import running_mailbox
 from temporalio.exceptions import ApplicationError
 from tests_support import enroll_one, result_of, steps_of
 
@@ -50,10 +49,12 @@ async def send_one(app, env, new_worker, publish, outward) -> str:
     return steps["welcome"]
 
 
-async def test_starttls_is_used_when_the_server_offers_it(app, env, new_worker, publish, mail_ca):
+async def test_starttls_is_used_when_the_server_offers_it(
+    app, env, new_worker, publish, mail_ca, start_mailbox
+):
     """No password: opportunistic encryption, even with a certificate the worker cannot check
     (a local relay's self-signed one): never worse than the clear text it replaces."""
-    with running_mailbox(tls_context=mail_ca.server_context) as box:
+    with start_mailbox(tls_context=mail_ca.server_context) as box:
         outcome = await send_one(app, env, new_worker, publish, settings_for(box))
     assert outcome == "email to ann@example.com: Welcome (sent over SMTP)"
     assert box.encrypted == [True]
@@ -61,18 +62,20 @@ async def test_starttls_is_used_when_the_server_offers_it(app, env, new_worker, 
 
 
 async def test_a_password_goes_over_starttls_to_a_verified_server(
-    app, env, new_worker, publish, mail_ca, monkeypatch
+    app, env, new_worker, publish, mail_ca, monkeypatch, start_mailbox
 ):
     monkeypatch.setenv("SSL_CERT_FILE", mail_ca.ca_file)  # the worker trusts the test CA
-    with running_mailbox(tls_context=mail_ca.server_context, auth=True) as box:
+    with start_mailbox(tls_context=mail_ca.server_context, auth=True) as box:
         outcome = await send_one(app, env, new_worker, publish, settings_for(box, **PASSWORD))
     assert outcome.endswith("(sent over SMTP)")
     assert box.logins == [("crm", "smtp-s3cret", True)]
     assert box.encrypted == [True]
 
 
-async def test_a_password_is_never_sent_to_a_server_without_starttls(app, env, new_worker, publish):
-    with running_mailbox(auth=True) as box:
+async def test_a_password_is_never_sent_to_a_server_without_starttls(
+    app, env, new_worker, publish, start_mailbox
+):
+    with start_mailbox(auth=True) as box:
         outcome = await send_one(app, env, new_worker, publish, settings_for(box, **PASSWORD))
     assert outcome == (
         f"failed: SMTP 127.0.0.1:{box.port} does not offer STARTTLS: the password is not sent "
@@ -84,8 +87,10 @@ async def test_a_password_is_never_sent_to_a_server_without_starttls(app, env, n
     assert row.delivery_status == "failed"
 
 
-async def test_tls_none_sends_the_password_in_clear_when_told_to(app, env, new_worker, publish):
-    with running_mailbox(auth=True) as box:
+async def test_tls_none_sends_the_password_in_clear_when_told_to(
+    app, env, new_worker, publish, start_mailbox
+):
+    with start_mailbox(auth=True) as box:
         outward = settings_for(box, CRMFLOW_SMTP_TLS="none", **PASSWORD)
         outcome = await send_one(app, env, new_worker, publish, outward)
     assert outcome.endswith("(sent over SMTP)")
@@ -101,10 +106,10 @@ def message() -> EmailMessage:
     return mail
 
 
-async def test_a_password_is_not_sent_to_a_server_whose_certificate_fails(mail_ca):
+async def test_a_password_is_not_sent_to_a_server_whose_certificate_fails(mail_ca, start_mailbox):
     """The worker does not trust the test CA here: the STARTTLS handshake fails, the attempt is
     retried later (a transient error to Temporal), and the password never left."""
-    with running_mailbox(tls_context=mail_ca.server_context, auth=True) as box:
+    with start_mailbox(tls_context=mail_ca.server_context, auth=True) as box:
         smtp = SmtpSettings(host=box.host, port=box.port, user="crm", password="smtp-s3cret")
         with pytest.raises(ApplicationError) as failure:
             await smtp_send(smtp, message())
@@ -113,8 +118,8 @@ async def test_a_password_is_not_sent_to_a_server_whose_certificate_fails(mail_c
     assert box.logins == [] and box.messages == []
 
 
-async def test_starttls_required_but_not_offered_sends_nothing():
-    with running_mailbox(auth=True) as box:
+async def test_starttls_required_but_not_offered_sends_nothing(start_mailbox):
+    with start_mailbox(auth=True) as box:
         smtp = SmtpSettings(
             host=box.host, port=box.port, tls="starttls", user="crm", password="smtp-s3cret"
         )
