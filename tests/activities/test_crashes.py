@@ -16,7 +16,7 @@ from tests_support import Crash, crashing_worker, enroll_one, result_of, steps_o
 from crmflow import services
 from crmflow.activities.config import SmtpSettings
 from crmflow.store import Record
-from crmflow.worker import EnrollmentWorkflow, workflow_runner
+from crmflow.worker import EnrollmentWorkflow, sandboxed_workflow_runner
 
 POINTS = ["before_effect", "after_effect", "after_complete"]
 OUTWARD_IDS = {"hook", "mail", "deal", "score"}
@@ -65,7 +65,7 @@ async def test_no_duplicate_effect_whatever_the_crash_point(
     await Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     ).replay_workflow(history)
     assert crash.crashed == OUTWARD_IDS  # every outward action died once at this point
     steps = steps_of(app, "crashy")

@@ -27,7 +27,7 @@ from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.models import ActionInput, ActionResult, EventSignal
 from crmflow.activities.records import RecordActivities
 from crmflow.services import App
-from crmflow.worker import EnrollmentWorkflow, _policies, workflow_runner
+from crmflow.worker import EnrollmentWorkflow, _policies, sandboxed_workflow_runner, workflow_runner
 
 LIMIT = 40  # events: a few signals or timers are enough to continue as new
 
@@ -41,7 +41,7 @@ def replayer() -> Replayer:
     return Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     )
 
 

@@ -19,7 +19,7 @@ from crmflow.activities.messages import MessageActivities
 from crmflow.activities.models import ActionInput, ActionResult, EnrollmentResult
 from crmflow.activities.records import RecordActivities
 from crmflow.services import App
-from crmflow.worker import EnrollmentWorkflow, workflow_runner
+from crmflow.worker import EnrollmentWorkflow, sandboxed_workflow_runner, workflow_runner
 from crmflow.worker import search_attributes as sa
 
 WELCOME: dict[str, Any] = {
@@ -383,7 +383,7 @@ async def test_history_replays_deterministically(app, env, new_worker, publish):
     replayer = Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, json.loads(saved)))
 

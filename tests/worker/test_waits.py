@@ -20,7 +20,7 @@ from crmflow.activities.models import ScheduledRunInput, UnenrollSignal
 from crmflow.services import App
 from crmflow.store import WorkflowRepository
 from crmflow.triggers import Dispatcher
-from crmflow.worker import EnrollmentWorkflow, workflow_runner
+from crmflow.worker import EnrollmentWorkflow, sandboxed_workflow_runner
 from crmflow.worker._scheduled import ScheduledRunWorkflow
 
 WAITING = {
@@ -163,7 +163,7 @@ async def test_window_holds_until_the_next_allowed_moment_on_the_store(
     replayer = Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     )
     saved = json.dumps(history.to_json_dict())
     await replayer.replay_workflow(WorkflowHistory.from_json(workflow_id, json.loads(saved)))
@@ -188,7 +188,7 @@ async def test_split_and_wait_histories_replay(app, env, new_worker, publish):
     replayer = Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     )
     async with new_worker():
         for name in ("r1", "r2", "r3", "r4", "r5", "r6"):
@@ -209,7 +209,7 @@ async def test_a_history_recorded_with_the_previous_code_replays():
     replayer = Replayer(
         workflows=[EnrollmentWorkflow],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=sandboxed_workflow_runner(),
     )
     history = WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
     result = await replayer.replay_workflow(history)

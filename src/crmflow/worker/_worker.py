@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from crmflow.activities.config import OutwardSettings
@@ -28,10 +28,22 @@ from ._time_sweep import TimeSweepWorkflow
 TASK_QUEUE = "crmflow"
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner() -> WorkflowRunner:
+    """The runner of crmflow's workflows in the worker: unsandboxed. The sandbox re-imports every
+    workflow module for each run (the interpreter's modules cost ~16 ms CPU per enrollment, more
+    than the rest of its workflow code), and crmflow runs only its own workflows, whose
+    determinism is checked instead by tests: replays of recorded histories under
+    `sandboxed_workflow_runner()`, and a static check of the workflow modules
+    (tests/worker/test_determinism.py)."""
+    return UnsandboxedWorkflowRunner()
+
+
+def sandboxed_workflow_runner() -> SandboxedWorkflowRunner:
     """The default sandbox, with zoneinfo usable (time zones are computed in workflow code) and
     every module that is not workflow code passed through: loaded once, not re-imported for each
-    workflow run (importing the worker package would otherwise re-import SQLAlchemy per run)."""
+    workflow run (importing the worker package would otherwise re-import SQLAlchemy per run).
+    The tests replay histories under it, so that a workflow that reads the clock, draws random
+    numbers or does I/O fails there even though the worker runs unsandboxed."""
     restrictions = SandboxRestrictions.default.with_passthrough_modules(
         "crmflow.worker._worker",
         "crmflow.worker._policies",
