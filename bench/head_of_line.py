@@ -86,6 +86,20 @@ def status(app: App, record_id: str) -> str | None:
         )
 
 
+def dispatched(app: App, record_id: str) -> bool:
+    """Whether the record's list join is marked dispatched (its signals were delivered)."""
+    with app.sessions() as session:
+        return bool(
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM record_changes WHERE record_id = :r "
+                    "AND kind = 'listed' AND dispatched_at IS NOT NULL"
+                ),
+                {"r": record_id},
+            )
+        )
+
+
 def pending(app: App) -> int:
     with app.sessions() as session:
         return int(
@@ -146,24 +160,31 @@ async def run(app: App, env: WorkflowEnvironment, args: argparse.Namespace) -> N
             RecordRepository(session).upsert_many("contact", rows, now=now, bulk=True)
         imported = time.perf_counter() - began
         print(f"  imported {args.n:,} matching contacts in {imported:.1f} s", flush=True)
-        latencies = []
+        latencies, signalled = [], []
         for record_id in probes:
             await asyncio.sleep(1.0)
             joined = time.perf_counter()
             services.change_list(app, "blocked", [record_id], object_type="contact", add=True)
+            while not dispatched(app, record_id):
+                await asyncio.sleep(0.02)
+            signalled.append(time.perf_counter() - joined)
             while status(app, record_id) != "unenrolled":
                 await asyncio.sleep(0.02)
             latencies.append(time.perf_counter() - joined)
         left = pending(app)
         stop.set()
         await dispatching
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    print(
-        f"  suppression-list join -> unenrolled, {len(latencies)} probes: "
-        f"p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s, max {latencies[-1]:.2f} s "
-        f"(target p99 <= 5 s)"
-    )
+    for what, figures in (
+        ("dispatched (the unenroll signal delivered)", signalled),
+        ("unenrolled (the run ended, its status written)", latencies),
+    ):
+        figures.sort()
+        p99 = figures[min(len(figures) - 1, round(0.99 * (len(figures) - 1)))]
+        print(
+            f"  suppression-list join -> {what}, {len(figures)} probes: "
+            f"p50 {statistics.median(figures):.2f} s, p99 {p99:.2f} s, max {figures[-1]:.2f} s "
+            "(target p99 <= 5 s)"
+        )
     done = args.n - left
     print(
         f"  meanwhile {done:,} of the import's {args.n:,} changes were dispatched "

@@ -12,6 +12,8 @@ from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmflow.store import (
+    BULK,
+    INTERACTIVE,
     ChangeRepository,
     ListRepository,
     Record,
@@ -130,3 +132,23 @@ def test_the_migration_gives_pending_changes_their_bucket(store_url):
         assert change.bucket == change_bucket("contact", "ann") != 0
         assert change.bulk is False
     engine.dispose()
+
+
+def test_the_two_lanes_keep_a_records_changes_in_order(sessions):
+    """Two loops take the lanes at once: neither may take a record's change while an earlier
+    change of that record waits in the other lane."""
+    with sessions.begin() as session:
+        records = RecordRepository(session)
+        records.upsert("contact", "ann", {"n": 1}, now=NOW)  # interactive, then imported
+        records.upsert_many("contact", [("ann", {"n": 2}), ("bob", {"n": 1})], now=NOW, bulk=True)
+        records.upsert("contact", "bob", {"n": 2}, now=NOW)  # imported, then interactive
+
+    def lane(name: str) -> list[tuple[str, str]]:
+        with sessions() as session:
+            return [
+                (c.record_id, c.kind)
+                for c in ChangeRepository(session).pending(limit=100, now=LATER, lane=name)
+            ]
+
+    assert lane(INTERACTIVE) == [("ann", "created")]
+    assert lane(BULK) == [("bob", "created")]

@@ -17,6 +17,8 @@ from ._api_keys import (
     same_hash,
 )
 from ._changes import (
+    BULK,
+    INTERACTIVE,
     ChangeNotParked,
     ChangeRepository,
     Failure,
@@ -117,6 +119,8 @@ __all__ = [
     "AssociationRepository",
     "BrokenVersion",
     "ChangeNotParked",
+    "BULK",
+    "INTERACTIVE",
     "ChangeRepository",
     "Failure",
     "FeedEntry",

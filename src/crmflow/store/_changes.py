@@ -125,6 +125,21 @@ _DUE_INTERACTIVE = (
     .order_by(RecordChange.id)
     .limit(bindparam("limit"))
 )
+# And the other way round: a bulk change behind an interactive change of its record waits.
+_BEHIND_INTERACTIVE = exists().where(
+    _earlier.object_type == RecordChange.object_type,
+    _earlier.record_id == RecordChange.record_id,
+    _earlier.dispatched_at.is_(None),
+    _earlier.bulk.is_(False),
+    _earlier.id < RecordChange.id,
+)
+_DUE_BULK = (
+    select(RecordChange)
+    .where(*_DUE_WHERE, RecordChange.bulk.is_(True), ~_BEHIND_INTERACTIVE)
+    .order_by(RecordChange.id)
+    .limit(bindparam("limit"))
+)
+INTERACTIVE, BULK = "interactive", "bulk"
 # Mark changes dispatched, only while the dispatcher still holds its lease.
 _MARK = (
     update(RecordChange)
@@ -198,14 +213,27 @@ class ChangeRepository:
         return len(self.session.execute(statement, rows).all())
 
     def pending(
-        self, *, limit: int, now: datetime, partition: tuple[int, int] = (0, 1)
+        self,
+        *,
+        limit: int,
+        now: datetime,
+        partition: tuple[int, int] = (0, 1),
+        lane: str | None = None,
     ) -> list[RecordChange]:
         """Changes due for dispatch in `partition` (its number, and how many there are), a
         record's in order: not parked, not waiting for a later attempt, and not behind such a
-        change of their record. Up to `limit` of interactive writes' changes first (a bulk
-        import does not hold them up), then up to `limit` of the oldest of any kind; oldest
-        first. `now`: the database's time."""
+        change of their record; oldest first. `now`: the database's time.
+
+        `lane`: INTERACTIVE, the changes of single writes that no pending bulk change of their
+        record precedes; BULK, the changes of bulk writes (imports, batches) that no pending
+        interactive change of their record precedes: two dispatch loops can take them at once
+        and still keep each record's changes in order. None: up to `limit` of the first,
+        then up to `limit` of the oldest of any kind (one loop)."""
         params = {"now": now, "limit": limit, "partition": partition[0], "partitions": partition[1]}
+        if lane == INTERACTIVE:
+            return list(self.session.scalars(_DUE_INTERACTIVE, params))
+        if lane == BULK:
+            return list(self.session.scalars(_DUE_BULK, params))
         found = {c.id: c for c in self.session.scalars(_DUE_INTERACTIVE, params)}
         for change in self.session.scalars(_DUE, params):
             found.setdefault(change.id, change)

@@ -46,6 +46,8 @@ from crmflow.rules import (
     decide,
 )
 from crmflow.store import (
+    BULK,
+    INTERACTIVE,
     BrokenVersion,
     ChangeRepository,
     Enrollment,
@@ -141,7 +143,7 @@ class Dispatcher:
         client: Client,
         *,
         task_queue: str,
-        batch: int = 200,
+        batch: int = 500,
         poll_interval: float = 0.1,
         holder: str | None = None,
         retry_delays: tuple[timedelta, ...] = RETRY_DELAYS,
@@ -180,16 +182,40 @@ class Dispatcher:
     async def run(
         self, stop: asyncio.Event, *, while_held: bool = False, reconcile: bool = True
     ) -> None:
-        """Dispatch until `stop` is set, reconciling now and then (unless `reconcile` is
-        False: one dispatcher of a pool does it). Failures of the whole loop (store or
-        Temporal unreachable, lease lost) are logged and retried with backoff. `while_held`:
-        return as soon as the lease is held by another (the pool gives the partition up)."""
+        """Dispatch until `stop` is set, in two loops at once: one for the changes of single
+        writes, one for those of bulk writes (an import's batches then never delay a
+        suppression-list join). Reconciles now and then (unless `reconcile` is False: one
+        dispatcher of a pool does it). Failures of a loop (store or Temporal unreachable, lease
+        lost) are logged and retried with backoff. `while_held`: return as soon as the lease is
+        held by another (the pool gives the partition up)."""
+        done = asyncio.Event()  # one loop ended: the other ends too
+
+        async def loop(lane: str, reconciling: bool) -> None:
+            try:
+                await self._run_lane(
+                    stop, done, lane=lane, while_held=while_held, reconcile=reconciling
+                )
+            finally:
+                done.set()
+
+        await asyncio.gather(loop(INTERACTIVE, reconcile), loop(BULK, False))
+        await asyncio.to_thread(self.release_lease)
+
+    async def _run_lane(
+        self,
+        stop: asyncio.Event,
+        done: asyncio.Event,
+        *,
+        lane: str,
+        while_held: bool,
+        reconcile: bool,
+    ) -> None:
         backoff = self.poll_interval
         reconciled = -self.reconcile_every
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
+        while not stop.is_set() and not done.is_set():
             try:
-                done = await self.dispatch_pending()
+                handled = await self.dispatch_pending(lane=lane)
                 backoff = self.poll_interval
                 if while_held and self.fence is None:
                     return
@@ -200,7 +226,7 @@ class Dispatcher:
                 ):
                     reconciled = loop.time()
                     await self.reconcile()
-                if done:
+                if handled:
                     continue
             except LeaseLost as exc:
                 if while_held:
@@ -217,7 +243,6 @@ class Dispatcher:
                 backoff = min(backoff * 2, 10.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
-        await asyncio.to_thread(self.release_lease)
 
     def acquire_lease(self) -> bool:
         """Take or renew the dispatcher lease (the database's clock decides expiry)."""
@@ -231,18 +256,19 @@ class Dispatcher:
                 LeaseRepository(session).release(self.fence)
             self.fence = None
 
-    async def dispatch_pending(self) -> int:
+    async def dispatch_pending(self, *, lane: str | None = None) -> int:
         """Take (or renew) the lease, then dispatch one batch of due changes: the batch's store
         reads and its enrollment rows in a few statements, its Temporal calls concurrently
         (START_CONCURRENCY records at a time), each record's changes in order. Returns how many
-        were handled (dispatched, or failed and rescheduled or parked)."""
+        were handled (dispatched, or failed and rescheduled or parked). `lane`: see
+        `ChangeRepository.pending` (None: both, single writes' first)."""
         if not await asyncio.to_thread(self.acquire_lease):
             return 0
         assert self.fence is not None
         with self.sessions() as session:
             # Due as of the database's time, read with the lease a moment ago.
             due = ChangeRepository(session).pending(
-                limit=self.batch, now=self.fence.at, partition=self.partition
+                limit=self.batch, now=self.fence.at, partition=self.partition, lane=lane
             )
             rows = [as_change(r) for r in due]
         if not rows:
