@@ -4,6 +4,7 @@ event ids deduplicated (also under concurrency), scopes, Idempotency-Key replays
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from api_servers import UNREACHABLE_PORT, Api
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from crmflow.api import ApiSettings
 from crmflow.api.routers import v1_routers
 from crmflow.services import App, Settings
+from crmflow.services.devserver import temporal_cli_path
 from crmflow.services.publishing import ServiceApp
 from crmflow.store import ChangeRepository, EventRepository, ListRepository, RecordRepository
 
@@ -475,3 +480,32 @@ def test_429_over_the_rate_of_a_key(start_api: StartApi, services: App) -> None:
 def test_405_and_unknown_paths(api: Api, admin: httpx.Client) -> None:
     problem(admin.post("/v1/records/contact/ann", json={}), 405)
     problem(admin.get("/v1/nothing"), 404)
+
+
+def test_a_temporal_that_stops_answering_is_503_not_409(
+    api: Api, admin: httpx.Client, services: App
+) -> None:
+    """As under `crmflow up`, the API was handed a client connected earlier; its server is gone
+    now: a control endpoint answers 503 with Retry-After (retry later), not 409 (refused)."""
+    published = admin.post(
+        "/v1/workflows", content=MANUAL, headers={"content-type": "application/yaml"}
+    )
+    assert published.status_code == 201, published.text
+    assert admin.post("/v1/workflows/by-hand/activate").status_code == 200
+    admin.put("/v1/records/contact/ann", json={"properties": {}})
+
+    async def connected_then_gone() -> Client:
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli_path(),
+            data_converter=pydantic_data_converter,
+            ui=False,
+        )
+        await env.shutdown()  # the client stays, its server is gone
+        return env.client
+
+    gone = asyncio.run(connected_then_gone())
+    services.use_client(gone)
+    answer = admin.post("/v1/workflows/by-hand/enrollments", json={"record_ids": ["ann"]})
+    body = problem(answer, 503)
+    assert answer.headers["retry-after"]
+    assert "Temporal did not answer" in body["detail"]

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow import services
 from crmflow.definitions import (
@@ -102,7 +103,34 @@ def service_errors(loc: list[str | int]) -> Iterator[None]:
     except services.UserError as exc:
         raise ApiProblem(INVALID_REQUEST, str(exc), errors=[(loc, str(exc))]) from None
     except services.OperationFailed as exc:
+        if temporal_down(exc):
+            raise _temporal_unavailable(exc) from None
         raise ApiProblem(CONFLICT, str(exc)) from None
+    except RPCError as exc:
+        if temporal_down(exc):
+            raise _temporal_unavailable(exc) from None
+        raise
+
+
+# How the SDK reports a server that does not answer (connection refused or lost, no answer in
+# time), on a client connected earlier (as `crmflow up` hands the API its dev server's).
+_DOWN = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
+def temporal_down(exc: BaseException) -> bool:
+    """Whether `exc` is, or was caused by, Temporal not answering."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RPCError) and seen.status in _DOWN:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _temporal_unavailable(exc: BaseException) -> ApiProblem:
+    return ApiProblem(
+        UNAVAILABLE, f"Temporal did not answer; retry later ({exc})", headers={"Retry-After": "5"}
+    )
 
 
 def _definition_problem(exc: DefinitionError) -> ApiProblem:
