@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -69,6 +71,8 @@ log = logging.getLogger(__name__)
 
 LEASE = "dispatcher"
 LEASE_TTL = timedelta(seconds=15)
+# A held lease is renewed in the store at most this often (a third of its life).
+RENEW_EVERY = timedelta(seconds=5)
 # Waits between the attempts of a change whose dispatch fails; once they are used up (the 5th
 # failed attempt) the change is parked.
 RETRY_DELAYS = (
@@ -172,6 +176,7 @@ class Dispatcher:
         self.reconcile_every = reconcile_every
         self.clock = clock
         self.fence: Fence | None = None
+        self._renewed = -math.inf  # time.monotonic() of the last renewal in the store
         self._index: TriggerIndex | None = None
         self._generation: tuple[object, ...] | None = None
         # Test hook: called between the steps of a change, to simulate a crash there.
@@ -245,12 +250,27 @@ class Dispatcher:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
 
     def acquire_lease(self) -> bool:
-        """Take or renew the dispatcher lease (the database's clock decides expiry)."""
+        """Take or renew the dispatcher lease (the database's clock decides expiry). A lease
+        renewed less than RENEW_EVERY ago is not renewed again (an idle loop polling the feed
+        ten times a second would otherwise write as often, which SQLite serialises with the
+        other partitions' writes): its fence's time is moved on by the time elapsed here."""
+        held, renewed = self.fence, self._renewed
+        elapsed = time.monotonic() - renewed
+        if held is not None and elapsed < RENEW_EVERY.total_seconds():
+            self.fence = replace(held, at=held.at + timedelta(seconds=elapsed))
+            return True
         with self.sessions.begin() as session:
             self.fence = LeaseRepository(session).acquire(self.lease, self.holder, LEASE_TTL)
+        self._renewed = time.monotonic()
         return self.fence is not None
 
+    def _lost(self) -> LeaseLost:
+        """The lease went to another holder: forget it (the next batch asks the store)."""
+        self.fence, self._renewed = None, -math.inf
+        return LeaseLost(f"{self.holder} lost the dispatcher lease {self.lease}")
+
     def release_lease(self) -> None:
+        self._renewed = -math.inf
         if self.fence is not None:
             with self.sessions.begin() as session:
                 LeaseRepository(session).release(self.fence)
@@ -354,7 +374,7 @@ class Dispatcher:
         assert self.fence is not None
         with self.sessions.begin() as session:
             if not ChangeRepository(session).note_error(change_id, error, fence=self.fence):
-                raise LeaseLost(f"{self.holder} lost the dispatcher lease")
+                raise self._lost()
 
     def _record_failure(self, change_id: int, error: str) -> Failure:
         assert self.fence is not None
@@ -367,7 +387,7 @@ class Dispatcher:
                 delays=self.retry_delays,
             )
         if failure is None:
-            raise LeaseLost(f"{self.holder} lost the dispatcher lease")
+            raise self._lost()
         return failure
 
     def _mark(self, ids: list[int]) -> None:
@@ -382,7 +402,7 @@ class Dispatcher:
         if not marked:
             # Another dispatcher took over (this one was paused past its lease): it redoes
             # these changes; this one stops here.
-            raise LeaseLost(f"{self.holder} lost the dispatcher lease")
+            raise self._lost()
 
     def refresh_index(self) -> TriggerIndex:
         with self.sessions() as session:
