@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from conftest import DevEnv
 from sqlalchemy import create_engine, text
 from test_cli_e2e import clean_env, crmflow_command, publish_and_activate, unique_key
 
@@ -55,7 +54,7 @@ def enrolled(db_url: str) -> int:
 
 
 def test_two_workers_share_the_partitions_and_a_killed_ones_move(
-    temporal_dev_env: DevEnv, tmp_path: Path, write_definition: Any, make_cli: Any, eventually: Any
+    temporal_dev_env: Any, tmp_path: Path, write_definition: Any, make_cli: Any, eventually: Any
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'crmflow.db'}"
     task_queue = f"parts-{uuid.uuid4().hex[:8]}"
