@@ -42,10 +42,13 @@ from crmflow import services
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
 from crmflow.services.devserver import temporal_cli_path
-from crmflow.store import RecordRepository, ensure_postgres_database
+from crmflow.store import RecordRepository
 from crmflow.triggers import Dispatcher, DispatchPool
 from crmflow.worker import build_worker
 from crmflow.worker import search_attributes as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dispatch import empty_postgres, pending  # noqa: E402  (a sibling script)
 
 PROBES_QUEUE = "hol-probes"  # the probes' enrollments: a worker runs them
 BULK_QUEUE = "hol-bulk"  # the import's enrollments: nobody polls it
@@ -69,15 +72,6 @@ BUYERS: dict[str, Any] = {
 }
 
 
-def empty_postgres(url: str) -> None:
-    ensure_postgres_database(url)
-    app = App(Settings(db_url=url))
-    with app.engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    app.close()
-
-
 def status(app: App, record_id: str) -> str | None:
     with app.sessions() as session:
         return session.scalar(
@@ -97,14 +91,6 @@ def dispatched(app: App, record_id: str) -> bool:
                 ),
                 {"r": record_id},
             )
-        )
-
-
-def pending(app: App) -> int:
-    with app.sessions() as session:
-        return int(
-            session.scalar(text("SELECT count(*) FROM record_changes WHERE dispatched_at IS NULL"))
-            or 0
         )
 
 

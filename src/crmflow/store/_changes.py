@@ -18,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    Select,
     and_,
     bindparam,
     exists,
@@ -109,36 +110,30 @@ _DUE_WHERE = (
     _IN_PARTITION,
 )
 _DUE = select(RecordChange).where(*_DUE_WHERE).order_by(RecordChange.id).limit(bindparam("limit"))
-# An earlier pending change of the same record made by a bulk write: an interactive change
-# behind it waits for it (a record's changes keep their order).
 _earlier = aliased(RecordChange, name="earlier")
-_BEHIND_BULK = exists().where(
-    _earlier.object_type == RecordChange.object_type,
-    _earlier.record_id == RecordChange.record_id,
-    _earlier.dispatched_at.is_(None),
-    _earlier.bulk.is_(True),
-    _earlier.id < RecordChange.id,
-)
-_DUE_INTERACTIVE = (
-    select(RecordChange)
-    .where(*_DUE_WHERE, RecordChange.bulk.is_(False), ~_BEHIND_BULK)
-    .order_by(RecordChange.id)
-    .limit(bindparam("limit"))
-)
-# And the other way round: a bulk change behind an interactive change of its record waits.
-_BEHIND_INTERACTIVE = exists().where(
-    _earlier.object_type == RecordChange.object_type,
-    _earlier.record_id == RecordChange.record_id,
-    _earlier.dispatched_at.is_(None),
-    _earlier.bulk.is_(False),
-    _earlier.id < RecordChange.id,
-)
-_DUE_BULK = (
-    select(RecordChange)
-    .where(*_DUE_WHERE, RecordChange.bulk.is_(True), ~_BEHIND_INTERACTIVE)
-    .order_by(RecordChange.id)
-    .limit(bindparam("limit"))
-)
+
+
+def _lane(bulk: bool) -> Select[RecordChange]:
+    """The due changes of one lane (bulk writes' or single writes'), except those behind an
+    earlier pending change of their record in the other lane: two loops can take the two lanes
+    at once, and a record's changes still keep their order."""
+    behind_other_lane = exists().where(
+        _earlier.object_type == RecordChange.object_type,
+        _earlier.record_id == RecordChange.record_id,
+        _earlier.dispatched_at.is_(None),
+        _earlier.bulk.is_(not bulk),
+        _earlier.id < RecordChange.id,
+    )
+    return (
+        select(RecordChange)
+        .where(*_DUE_WHERE, RecordChange.bulk.is_(bulk), ~behind_other_lane)
+        .order_by(RecordChange.id)
+        .limit(bindparam("limit"))
+    )
+
+
+_DUE_INTERACTIVE = _lane(bulk=False)
+_DUE_BULK = _lane(bulk=True)
 INTERACTIVE, BULK = "interactive", "bulk"
 # Mark changes dispatched, only while the dispatcher still holds its lease.
 _MARK = (
