@@ -90,6 +90,17 @@ def import_contacts(app: App, prefix: str, n: int, stage: str) -> None:
             RecordRepository(session).upsert_many("contact", rows, now=now)
 
 
+async def dev_server() -> WorkflowEnvironment:
+    """A Temporal dev server in memory with crmflow's search attributes, quiet."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=list(sa.ALL),
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_log_level="error",
+    )
+
+
 def pending(app: App) -> int:
     with app.sessions() as session:
         return int(
@@ -210,13 +221,7 @@ async def main() -> None:
     parser.add_argument("--pg", help="also on this PostgreSQL URL (emptied first)")
     parser.add_argument("--partitions", type=int, default=4, help="dispatch partitions (4)")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
-        search_attributes=list(sa.ALL),
-        data_converter=pydantic_data_converter,
-        ui=False,
-        dev_server_log_level="error",
-    )
+    env = await dev_server()
     try:
         with tempfile.TemporaryDirectory(prefix="crmflow-dispatch-") as tmp:
             await measure("sqlite", f"sqlite:///{tmp}/bench.db", env.client, args)

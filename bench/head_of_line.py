@@ -35,20 +35,17 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from sqlalchemy import text
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow import services
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.services.devserver import temporal_cli_path
 from crmflow.store import RecordRepository
 from crmflow.triggers import Dispatcher, DispatchPool
 from crmflow.worker import build_worker
-from crmflow.worker import search_attributes as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dispatch import empty_postgres, pending  # noqa: E402  (a sibling script)
+from dispatch import dev_server, empty_postgres, pending  # noqa: E402  (a sibling script)
 
 PROBES_QUEUE = "hol-probes"  # the probes' enrollments: a worker runs them
 BULK_QUEUE = "hol-bulk"  # the import's enrollments: nobody polls it
@@ -185,13 +182,7 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=4, help="dispatch partitions (4)")
     parser.add_argument("--db", help="store URL (default: a temporary SQLite file)")
     args = parser.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli_path(),
-        search_attributes=list(sa.ALL),
-        data_converter=pydantic_data_converter,
-        ui=False,
-        dev_server_log_level="error",
-    )
+    env = await dev_server()
     try:
         with tempfile.TemporaryDirectory(prefix="crmflow-hol-") as tmp:
             db_url = args.db or f"sqlite:///{tmp}/bench.db"
