@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +21,6 @@ from crmflow.store import (
     IdempotencyRecord,
     IdempotencyRepository,
     StoreError,
-    create_session_factory,
     generate_key,
     hash_key,
     looks_like_key,
@@ -32,14 +30,6 @@ from crmflow.store._engine import alembic_config, create_store_engine, upgrade_d
 
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
 HOLD = timedelta(seconds=60)
-
-
-@pytest.fixture
-def sessions(store_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 # ---------------------------------------------------------------- the key functions

@@ -16,22 +16,11 @@ from crmflow.store import (
     Lease,
     LeaseRepository,
     RecordRepository,
-    create_session_factory,
-    create_store_engine,
     database_now,
-    upgrade_database,
 )
 
 DELAYS = (timedelta(seconds=5), timedelta(seconds=30))
 TTL = timedelta(seconds=15)
-
-
-@pytest.fixture
-def sessions(store_url: str) -> sessionmaker[Session]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 def change(sessions: sessionmaker[Session], record_id: str, **values: object) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from alembic import command
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,14 +26,6 @@ from crmflow.store._tables import CHANGE_BUCKETS, change_bucket
 
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
 LATER = datetime(2026, 12, 3, tzinfo=UTC)
-
-
-@pytest.fixture
-def sessions(store_url: str) -> sessionmaker[Session]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 def pending(sessions: sessionmaker[Session], limit: int = 1000, partition=(0, 1)):

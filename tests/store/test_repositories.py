@@ -22,21 +22,10 @@ from crmflow.store import (
     StepWrite,
     StoreError,
     WorkflowRepository,
-    create_session_factory,
-    create_store_engine,
     load_snapshot,
-    upgrade_database,
 )
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-def sessions(store_url: str) -> sessionmaker[Session]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 def publish(session: Session, key: str = "welcome", object_type: str = "contact") -> int:

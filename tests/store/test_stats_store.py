@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from crmflow.store import (
     Durations,
@@ -15,20 +14,9 @@ from crmflow.store import (
     StepCounts,
     StepWrite,
     WorkflowRepository,
-    create_session_factory,
-    create_store_engine,
-    upgrade_database,
 )
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def sessions(store_url: str) -> sessionmaker[Session]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 def enroll(

@@ -30,22 +30,11 @@ from crmflow.store import (
     TimeSweepRepository,
     WorkflowNotFound,
     WorkflowRepository,
-    create_session_factory,
-    create_store_engine,
-    upgrade_database,
 )
 from crmflow.store._dates import date_rows
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 LONG_NAME = "p" * 200  # no condition can name it: never indexed, never in the way of a write
-
-
-@pytest.fixture
-def sessions(store_url: str) -> sessionmaker[Session]:
-    engine = create_store_engine(store_url)
-    upgrade_database(engine)
-    yield create_session_factory(engine)
-    engine.dispose()
 
 
 def index_of(session: Session) -> set[tuple[str, str, str, int]]:
