@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic import command
 from sqlalchemy import insert, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -143,3 +144,41 @@ def test_the_two_lanes_keep_a_records_changes_in_order(sessions):
 
     assert lane(INTERACTIVE) == [("ann", "created")]
     assert lane(BULK) == [("bob", "created")]
+
+
+def test_a_lane_read_can_leave_out_the_changes_a_batch_in_flight_holds(sessions):
+    """The dispatcher reads its next batch while the current one is in flight: the held
+    changes are left out by the query, and the limit counts only the others."""
+    with sessions.begin() as session:
+        RecordRepository(session).upsert_many(
+            "contact", [(f"c{i}", {"n": i}) for i in range(10)], now=NOW, bulk=True
+        )
+    with sessions() as session:
+        changes = ChangeRepository(session)
+        first = changes.pending(limit=4, now=LATER, lane=BULK)
+        held = [c.id for c in first]
+        second = changes.pending(limit=4, now=LATER, lane=BULK, skip=held)
+        assert [c.record_id for c in first] == ["c0", "c1", "c2", "c3"]
+        assert [c.record_id for c in second] == ["c4", "c5", "c6", "c7"]
+        assert changes.pending(limit=4, now=LATER, lane=INTERACTIVE, skip=held) == []
+        with pytest.raises(ValueError, match="one lane"):
+            changes.pending(limit=4, now=LATER, skip=held)
+
+
+def test_sqlite_reads_the_interactive_lane_from_its_partial_index(tmp_path):
+    """An idle interactive lane is read several times a second while an import's changes wait
+    in the bulk lane: the read must not walk the import's changes (SQLite uses a partial index
+    only for a query that states its predicate)."""
+    from crmflow.store._changes import _DUE_INTERACTIVE
+
+    engine = create_store_engine(f"sqlite:///{tmp_path}/plan.db")
+    upgrade_database(engine)
+    statement = _DUE_INTERACTIVE.compile(dialect=engine.dialect)
+    params = statement.construct_params(
+        {"now": LATER.isoformat(), "limit": 10, "partition": 0, "partitions": 4}
+    )
+    args = [params[name] for name in statement.positiontup or ()]
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple(args)).all()
+    engine.dispose()
+    assert "USING INDEX ix_record_changes_pending_interactive" in plan[0][-1], plan

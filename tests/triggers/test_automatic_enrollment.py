@@ -357,3 +357,58 @@ async def test_a_dispatcher_killed_between_commit_and_dispatch_loses_and_doubles
         await settle(env, app)
     assert sorted(statuses(app)) == [("ann", "completed", None), ("bob", "completed", None)]
     assert len(services.outbox(app)) == 2
+
+
+async def test_the_running_loop_overlaps_batches_and_keeps_each_records_changes_in_order(
+    app, env, new_worker, publish
+):
+    """`run` reads, decides and writes the next batch while the current one's starts finish;
+    a record's later changes still wait for the batch that holds its earlier ones. Batches of
+    4 over 8 records with 3 changes each, written round by round (so a record's changes are in
+    different batches), each change enrolling the record in its own workflow, with slow starts
+    (so the batches do overlap)."""
+    keys = ["a", "b", "c"]
+    for key in keys:
+        criteria = {"property": key, "op": "eq", "value": 1}
+        await publish(nurture(key=key, enrollment={"criteria": criteria}))
+    records = [f"r{n}" for n in range(8)]
+    for key in keys:
+        for record_id in records:
+            services.set_record(app, "contact", record_id, {"email": "a@x.io", key: 1})
+    dispatcher = Dispatcher(app.sessions, env.client, task_queue=app.settings.task_queue, batch=4)
+    decided: dict[str, list[int]] = {}
+    dispatcher.crash_point = lambda at, change: (
+        decided.setdefault(change.record_id, []).append(change.id) if at == "decided" else None
+    )
+    launch = dispatcher.starter.launch
+
+    async def slow_launch(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return await launch(*args, **kwargs)
+
+    dispatcher.starter.launch = slow_launch  # type: ignore[method-assign]
+    dispatch = dispatcher._dispatch
+    in_flight, most = 0, 0
+
+    async def counted(*args: Any) -> int:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await dispatch(*args)
+        finally:
+            in_flight -= 1
+
+    dispatcher._dispatch = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    async with new_worker():
+        running = asyncio.ensure_future(dispatcher.run(stop))
+        await wait_for(lambda: pending(app) == 0)
+        stop.set()
+        await running
+    assert most == 2  # batches did overlap
+    assert sorted(decided) == records
+    for record_id, ids in decided.items():
+        assert ids == sorted(ids) and len(ids) == len(keys), (record_id, ids)
+    for key in keys:
+        assert sorted(statuses(app, key)) == [(r, "running", None) for r in records]

@@ -461,6 +461,8 @@ class EnrollmentStarter:
         stops), an enrollment whose row is running but whose run is missing is started with the
         signal queued. Returns how many runs received the signal."""
         ids = list(dict.fromkeys(workflow_ids))
+        if not ids:
+            return 0
         gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
 
         async def one(workflow_id: str) -> bool:

@@ -33,6 +33,7 @@ from ._engine import (
     create_session_factory,
     create_store_engine,
     ensure_postgres_database,
+    reading_sessions,
     upgrade_database,
 )
 from ._enrollments import (
@@ -97,6 +98,7 @@ __all__ = [
     "upgrade_database",
     "KEY_PATTERN",
     "SQLITE_BEGIN",
+    "reading_sessions",
     "KEY_PREFIX",
     "ApiKey",
     "ApiKeyExists",

@@ -10,7 +10,7 @@ Every write the dispatcher makes here is fenced by its lease (`Fence`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -124,9 +125,13 @@ def _lane(bulk: bool) -> Select[RecordChange]:
         _earlier.bulk.is_(not bulk),
         _earlier.id < RecordChange.id,
     )
+    # Written as the partial index of the single writes' pending changes says it: SQLite uses
+    # that index only for a query that states its predicate (`bulk = 0` or `bulk IS 0` would
+    # scan every pending change, an import's included, on every idle poll).
+    lane = RecordChange.bulk if bulk else text("NOT record_changes.bulk")
     return (
         select(RecordChange)
-        .where(*_DUE_WHERE, RecordChange.bulk.is_(bulk), ~behind_other_lane)
+        .where(*_DUE_WHERE, lane, ~behind_other_lane)
         .order_by(RecordChange.id)
         .limit(bindparam("limit"))
     )
@@ -134,6 +139,10 @@ def _lane(bulk: bool) -> Select[RecordChange]:
 
 _DUE_INTERACTIVE = _lane(bulk=False)
 _DUE_BULK = _lane(bulk=True)
+# The same, leaving out the changes whose ids are in `skip` (held by a batch in flight).
+_SKIP = RecordChange.id.not_in(bindparam("skip", expanding=True))
+_DUE_INTERACTIVE_SKIPPING = _DUE_INTERACTIVE.where(_SKIP)
+_DUE_BULK_SKIPPING = _DUE_BULK.where(_SKIP)
 INTERACTIVE, BULK = "interactive", "bulk"
 # Mark changes dispatched, only while the dispatcher still holds its lease.
 _MARK = (
@@ -214,6 +223,7 @@ class ChangeRepository:
         now: datetime,
         partition: tuple[int, int] = (0, 1),
         lane: str | None = None,
+        skip: Collection[int] = (),
     ) -> list[RecordChange]:
         """Changes due for dispatch in `partition` (its number, and how many there are), a
         record's in order: not parked, not waiting for a later attempt, and not behind such a
@@ -223,12 +233,25 @@ class ChangeRepository:
         record precedes; BULK, the changes of bulk writes (imports, batches) that no pending
         interactive change of their record precedes: two dispatch loops can take them at once
         and still keep each record's changes in order. None: up to `limit` of the first,
-        then up to `limit` of the oldest of any kind (one loop)."""
-        params = {"now": now, "limit": limit, "partition": partition[0], "partitions": partition[1]}
+        then up to `limit` of the oldest of any kind (one loop).
+
+        `skip`: ids of changes a batch in flight holds (a lane only), left out by the query
+        (reading them again would cost their decoding for nothing)."""
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": limit,
+            "partition": partition[0],
+            "partitions": partition[1],
+        }
+        if skip:
+            if lane not in (INTERACTIVE, BULK):
+                raise ValueError("skip: for one lane only")
+            params["skip"] = list(skip)
         if lane == INTERACTIVE:
-            return list(self.session.scalars(_DUE_INTERACTIVE, params))
+            query = _DUE_INTERACTIVE_SKIPPING if skip else _DUE_INTERACTIVE
+            return list(self.session.scalars(query, params))
         if lane == BULK:
-            return list(self.session.scalars(_DUE_BULK, params))
+            return list(self.session.scalars(_DUE_BULK_SKIPPING if skip else _DUE_BULK, params))
         found = {c.id: c for c in self.session.scalars(_DUE_INTERACTIVE, params)}
         for change in self.session.scalars(_DUE, params):
             found.setdefault(change.id, change)

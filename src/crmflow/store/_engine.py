@@ -96,6 +96,13 @@ def create_session_factory(engine: Engine, *, read_only: bool = False) -> sessio
     return sessionmaker(bind=bind, expire_on_commit=False)
 
 
+def reading_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Read-only sessions (see `create_session_factory`) on the engine `sessions` writes to."""
+    bind = sessions.kw["bind"]
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return create_session_factory(engine, read_only=True)
+
+
 def alembic_config() -> Config:
     """Alembic configuration of the packaged migrations; no alembic.ini involved."""
     config = Config()

@@ -4,9 +4,10 @@ At least once, made idempotent: a change is marked dispatched only after everyth
 for was done; a crash in between makes the next dispatcher redo it, and redoing creates nothing
 twice (an enrollment is unique per workflow and trigger change, its workflow id is
 deterministic and never reused; unenroll and goal signals to an ended run are ignored).
-Changes are handled one at a time in feed order, so a record's changes keep their order; one
-dispatcher runs at a time (a lease in the store, judged by the database's clock, whose token
-every mark checks), however many workers run.
+Changes are handled in batches, in feed order, a record's changes in order (a batch never
+takes a change of a record an earlier batch in flight still holds); one dispatcher runs a
+partition of the feed at a time (a lease in the store, judged by the database's clock, whose
+token every mark checks), however many workers run.
 
 A change whose dispatch fails is not allowed to stop the feed: it is tried again after a delay
 (RETRY_DELAYS), then parked for `crmflow changes retry`; meanwhile only the later changes of its
@@ -24,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -61,6 +63,7 @@ from crmflow.store import (
     WorkflowRepository,
     database_now,
     load_snapshots,
+    reading_sessions,
     stored_definition,
 )
 
@@ -86,6 +89,13 @@ RECONCILE_EVERY = 60.0
 HEALTH_CHECK_TIMEOUT = 5.0
 # How many Temporal calls (starts, signals) one batch has in flight at once.
 START_CONCURRENCY = 64
+# How many batches one dispatch loop has in flight at once (see `Dispatcher._run_lane`).
+PIPELINE = 2
+# The longest a loop that finds nothing to do waits before it looks again (see `_run_lane`).
+IDLE_POLL = 1.0
+# How often a loop whose due changes are all held by its batch in flight looks again (each look
+# reads the batch's rows again).
+BUSY_POLL = 1.0
 
 
 class LeaseLost(Exception):
@@ -167,6 +177,7 @@ class Dispatcher:
         self.partition = partition
         self.lease = LEASE if partitions == 1 else f"{LEASE}-{number}-of-{partitions}"
         self.sessions = sessions
+        self.reads = reading_sessions(sessions)
         self.starter = starter or EnrollmentStarter(sessions, client, task_queue, clock=clock)
         self.reconciler = Reconciler(sessions, client)
         self.batch = batch
@@ -215,39 +226,74 @@ class Dispatcher:
         while_held: bool,
         reconcile: bool,
     ) -> None:
+        """One lane's loop. Up to PIPELINE batches are in flight at once, on one budget of
+        START_CONCURRENCY Temporal calls: the next batch is read, decided and written while the
+        current one's last starts finish, so the calls never wait for a batch's store work nor
+        for its slowest start. A batch never takes a change of a record that a batch in flight
+        holds: each record's changes still go one batch after the other, in order. A lane that
+        finds nothing to do looks again after poll_interval, then less and less often, down to
+        once every IDLE_POLL (a quiet worker then costs the store a few reads a second)."""
         backoff = self.poll_interval
+        idle = self.poll_interval
         reconciled = -self.reconcile_every
         loop = asyncio.get_running_loop()
-        while not stop.is_set() and not done.is_set():
-            try:
-                handled = await self.dispatch_pending(lane=lane)
-                backoff = self.poll_interval
-                if while_held and self.fence is None:
-                    return
-                if (
-                    reconcile
-                    and self.fence is not None
-                    and loop.time() - reconciled >= self.reconcile_every
-                ):
-                    reconciled = loop.time()
-                    await self.reconcile()
-                if handled:
-                    continue
-            except LeaseLost as exc:
-                if while_held:
-                    log.info("%s", exc)
-                    self.fence = None
-                    return
-                log.warning("%s; dispatching again in %.1fs", exc, backoff)
-                backoff = min(backoff * 2, 10.0)
-            except TemporalUnreachable as exc:
-                log.warning("%s; dispatching again in %.1fs", exc, backoff)
-                backoff = min(backoff * 2, 10.0)
-            except Exception:
-                log.exception("dispatching changes failed; retrying in %.1fs", backoff)
-                backoff = min(backoff * 2, 10.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+        batches: dict[asyncio.Task[int], list[Change]] = {}  # in flight -> their changes
+        try:
+            while not stop.is_set() and not done.is_set():
+                try:
+                    for batch in [b for b in batches if b.done()]:
+                        del batches[batch]
+                        batch.result()  # its failure (lease lost, Temporal gone...) is the loop's
+                    taken = None
+                    if len(batches) < PIPELINE:
+                        taken = await self._take(lane, [c for b in batches.values() for c in b])
+                        backoff = self.poll_interval
+                    if while_held and self.fence is None and not batches:
+                        return
+                    if (
+                        reconcile
+                        and self.fence is not None
+                        and loop.time() - reconciled >= self.reconcile_every
+                    ):
+                        reconciled = loop.time()
+                        await self.reconcile()
+                    if taken is not None and taken[0]:
+                        rows, index = taken
+                        batch = asyncio.create_task(self._dispatch(rows, index, gate))
+                        batches[batch] = rows
+                        idle = self.poll_interval
+                        continue
+                    if batches:
+                        # Every due change is held: until a batch ends (or, for changes
+                        # that came due meanwhile, a while).
+                        await asyncio.wait(
+                            batches,
+                            timeout=max(self.poll_interval, BUSY_POLL),
+                            return_when=FIRST_COMPLETED,
+                        )
+                        continue
+                    pause, idle = idle, min(idle * 2, max(self.poll_interval, IDLE_POLL))
+                except LeaseLost as exc:
+                    if while_held:
+                        log.info("%s", exc)
+                        self.fence = None
+                        return
+                    log.warning("%s; dispatching again in %.1fs", exc, backoff)
+                    pause, backoff = backoff, min(backoff * 2, 10.0)
+                except TemporalUnreachable as exc:
+                    log.warning("%s; dispatching again in %.1fs", exc, backoff)
+                    pause, backoff = backoff, min(backoff * 2, 10.0)
+                except Exception:
+                    log.exception("dispatching changes failed; retrying in %.1fs", backoff)
+                    pause, backoff = backoff, min(backoff * 2, 10.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=pause)
+        finally:
+            # The batches in flight end as they would have: marked, or left for a redo.
+            for result in await asyncio.gather(*batches, return_exceptions=True):
+                if isinstance(result, Exception) and not isinstance(result, LeaseLost):
+                    log.warning("a batch ended with %s: %s", type(result).__name__, result)
 
     def acquire_lease(self) -> bool:
         """Take or renew the dispatcher lease (the database's clock decides expiry). A lease
@@ -282,18 +328,28 @@ class Dispatcher:
         (START_CONCURRENCY records at a time), each record's changes in order. Returns how many
         were handled (dispatched, or failed and rescheduled or parked). `lane`: see
         `ChangeRepository.pending` (None: both, single writes' first)."""
+        taken = await self._take(lane, [])
+        if taken is None or not taken[0]:
+            return 0
+        return await self._dispatch(*taken, asyncio.Semaphore(START_CONCURRENCY))
+
+    async def _take(
+        self, lane: str | None, held: list[Change]
+    ) -> tuple[list[Change], TriggerIndex] | None:
+        """Take (or renew) the lease and read the next batch: up to `batch` due changes, none
+        of a record whose changes in `held` a batch in flight holds (they are not marked yet:
+        the read leaves them out). None: the lease is another's."""
         if not await asyncio.to_thread(self.acquire_lease):
-            return 0
-        assert self.fence is not None
-        with self.sessions() as session:
-            # Due as of the database's time, read with the lease a moment ago.
-            due = ChangeRepository(session).pending(
-                limit=self.batch, now=self.fence.at, partition=self.partition, lane=lane
-            )
-            rows = [as_change(r) for r in due]
-        if not rows:
-            return 0
-        index = self.refresh_index()
+            return None
+        rows, index = await asyncio.to_thread(self._due, lane, [c.id for c in held])
+        busy = {(c.object_type, c.record_id) for c in held}
+        return [c for c in rows if (c.object_type, c.record_id) not in busy], index
+
+    async def _dispatch(
+        self, rows: list[Change], index: TriggerIndex, gate: asyncio.Semaphore
+    ) -> int:
+        """Dispatch a batch of changes (see `dispatch_pending`), its Temporal calls within
+        `gate`. Returns how many were handled."""
         remaining: dict[RecordKey, list[Change]] = {}
         for change in rows:
             remaining.setdefault((change.object_type, change.record_id), []).append(change)
@@ -321,7 +377,7 @@ class Dispatcher:
                 if key not in stopped:
                     grouped.setdefault(key, []).append(plan)
             for key, (ids, failure) in zip(
-                grouped, await self._act_all(list(grouped.values()), prepared), strict=True
+                grouped, await self._act_all(list(grouped.values()), prepared, gate), strict=True
             ):
                 done += ids
                 if failure is not None:
@@ -338,6 +394,22 @@ class Dispatcher:
         for change, exc in sorted(failures, key=lambda f: f[0].id):
             await self._failed(change, exc)
         return len(done) + len(failures)
+
+    def _due(self, lane: str | None, skip: list[int]) -> tuple[list[Change], TriggerIndex]:
+        """The next batch of due changes (as of the database's time, read with the lease a
+        moment ago) and the triggers they are judged by. In a read-only session, off the event
+        loop: the batch's Temporal calls in flight go on meanwhile."""
+        assert self.fence is not None
+        with self.reads() as session:
+            due = ChangeRepository(session).pending(
+                limit=self.batch,
+                now=self.fence.at,
+                partition=self.partition,
+                lane=lane,
+                skip=skip,
+            )
+            rows = [as_change(r) for r in due]
+        return rows, self.refresh_index() if rows else TriggerIndex([])
 
     async def _failed(self, change: Change, exc: Exception) -> None:
         """Count a failed dispatch against the change (retried later, or parked), unless
@@ -405,7 +477,7 @@ class Dispatcher:
             raise self._lost()
 
     def refresh_index(self) -> TriggerIndex:
-        with self.sessions() as session:
+        with self.reads() as session:
             generation = WorkflowRepository(session).generation()
             if self._index is None or generation != self._generation:
                 self._index = load_index(session)
@@ -439,7 +511,7 @@ class Dispatcher:
         facts = Facts()
         if not concerned:
             return facts
-        with self.sessions() as session:
+        with self.reads() as session:
             enrollments = EnrollmentRepository(session)
             for object_type, ids in concerned.items():
                 ordered = sorted(ids)
@@ -598,9 +670,9 @@ class Dispatcher:
         self,
         records: list[list[Plan]],
         prepared: dict[tuple[int, str], Prepared | EnrollOutcome],
+        gate: asyncio.Semaphore,
     ) -> list[tuple[list[int], tuple[Change, Exception] | None]]:
-        """`_act` for each record's plans, START_CONCURRENCY records at a time."""
-        gate = asyncio.Semaphore(START_CONCURRENCY)
+        """`_act` for each record's plans, as many records at a time as `gate` lets."""
 
         async def act(plans: list[Plan]) -> tuple[list[int], tuple[Change, Exception] | None]:
             async with gate:
