@@ -50,7 +50,7 @@ from crmflow.definitions import WorkflowDefinition
 from crmflow.enrolling import EnrollmentStarter, enrollment_search_attributes
 from crmflow.services import App, Settings
 from crmflow.services.devserver import temporal_cli_path
-from crmflow.store import RecordRepository, ensure_postgres_database
+from crmflow.store import RecordRepository, ensure_postgres_database, reading_sessions
 from crmflow.triggers import Dispatcher, DispatchPool
 from crmflow.triggers._dispatcher import START_CONCURRENCY
 from crmflow.worker import EnrollmentWorkflow
@@ -102,7 +102,7 @@ async def dev_server() -> WorkflowEnvironment:
 
 
 def pending(app: App) -> int:
-    with app.sessions() as session:
+    with reading_sessions(app.sessions)() as session:
         return int(
             session.scalar(text("SELECT count(*) FROM record_changes WHERE dispatched_at IS NULL"))
             or 0

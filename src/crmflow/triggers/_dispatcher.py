@@ -92,10 +92,10 @@ START_CONCURRENCY = 64
 # How many batches one dispatch loop has in flight at once (see `Dispatcher._run_lane`).
 PIPELINE = 2
 # The longest a loop that finds nothing to do waits before it looks again (see `_run_lane`).
-IDLE_POLL = 1.0
-# How often a loop whose due changes are all held by its batch in flight looks again (each look
-# reads the batch's rows again).
-BUSY_POLL = 1.0
+IDLE_POLL = 0.5
+# How often a loop whose due changes are all held by a batch in flight looks again (for changes
+# that came due meanwhile) until that batch ends.
+BUSY_POLL = 0.5
 
 
 class LeaseLost(Exception):
@@ -265,8 +265,7 @@ class Dispatcher:
                         idle = self.poll_interval
                         continue
                     if batches:
-                        # Every due change is held: until a batch ends (or, for changes
-                        # that came due meanwhile, a while).
+                        # Every due change is held: until a batch ends, or BUSY_POLL.
                         await asyncio.wait(
                             batches,
                             timeout=max(self.poll_interval, BUSY_POLL),
