@@ -24,6 +24,7 @@ from crmflow.store import (
     WorkflowRepository,
     load_snapshot,
 )
+from crmflow.store import _records as records_module
 
 NOW = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
@@ -66,6 +67,20 @@ def test_bulk_upsert_counts_created_and_updated(sessions):
         assert records.upsert_many("contact", [("b", {"y": 3}), ("c", {})], now=NOW) == (1, 1)
         assert records.require("contact", "b").properties == {"x": 2, "y": 3}
         assert all(records.get("contact", i) is not None for i in ("a", "b", "c"))
+
+
+def test_a_bulk_upsert_looks_existing_records_up_a_slice_at_a_time(sessions, monkeypatch):
+    """One IN list of every id fails past 65,535 parameters on PostgreSQL: the lookup goes a
+    slice at a time, and records in any slice are still found and updated, not created."""
+    monkeypatch.setattr(records_module, "LOOKUP_SLICE", 3)
+    with sessions.begin() as session:
+        records = RecordRepository(session)
+        assert records.upsert_many("contact", [(f"r{i}", {"x": i}) for i in range(7)], now=NOW)
+        rows = [(f"r{i}", {"y": i}) for i in range(10)] + [("r0", {"z": 1})]
+        assert records.upsert_many("contact", rows, now=NOW) == (3, 8)
+        assert records.require("contact", "r6").properties == {"x": 6, "y": 6}
+        assert records.require("contact", "r0").properties == {"x": 0, "y": 0, "z": 1}
+        assert records.require("contact", "r9").properties == {"y": 9}
 
 
 def test_a_bulk_upsert_writes_what_the_same_writes_one_by_one_write(sessions):

@@ -52,6 +52,7 @@ from ._tables import (
 
 # Plain tables for the bulk inserts: the ORM's bulk path adds per-row work for nothing here.
 _RECORDS = cast(Table, Record.__table__)
+LOOKUP_SLICE = 10_000  # ids per IN list (see `upsert_many`)
 _CHANGES = cast(Table, RecordChange.__table__)
 
 
@@ -292,11 +293,16 @@ class RecordRepository:
         built here and written with one multi-row INSERT each for the records, their change feed
         entries and their date index rows: per-row ORM work was most of a batch's cost."""
         rows = list(rows)
-        ids = [record_id for record_id, _ in rows]
+        ids = list(dict.fromkeys(record_id for record_id, _ in rows))
+        # Looked up a slice at a time: a statement takes at most 65,535 parameters (psycopg).
         existing = {
             r.id: r
+            for start in range(0, len(ids), LOOKUP_SLICE)
             for r in self.session.scalars(
-                select(Record).where(Record.object_type == object_type, Record.id.in_(ids))
+                select(Record).where(
+                    Record.object_type == object_type,
+                    Record.id.in_(ids[start : start + LOOKUP_SLICE]),
+                )
             )
         }
         created = updated = 0

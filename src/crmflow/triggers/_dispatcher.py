@@ -88,7 +88,7 @@ RETRY_DELAYS = (
 RECONCILE_EVERY = 60.0
 HEALTH_CHECK_TIMEOUT = 5.0
 # How many Temporal calls (starts, signals) one batch has in flight at once.
-START_CONCURRENCY = 64
+START_CONCURRENCY = 16
 # How many batches one dispatch loop has in flight at once (see `Dispatcher._run_lane`).
 PIPELINE = 2
 # The longest a loop that finds nothing to do waits before it looks again (see `_run_lane`).
