@@ -11,6 +11,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Select,
+    String,
     Table,
     case,
     delete,
@@ -18,9 +19,11 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    true,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crmflow.conditions import EventSnapshot, RecordSnapshot
 from crmflow.definitions import (
@@ -278,6 +281,28 @@ class RecordRepository:
             )
         )
 
+    def _lookup(self, object_type: str, ids: list[str]) -> Select[Record]:
+        """The records of `ids` that exist. On PostgreSQL, one primary-key probe per id (a
+        LATERAL subquery with LIMIT 1 the planner cannot flatten): with `id IN (...)` it
+        probes by object type alone and filters whenever its statistics undercount the type,
+        as on a new store or a new type before autovacuum analyzes the table, and a large
+        import in one transaction then rescans every record it already wrote for each batch
+        (a 100,000-record import into a new store: minutes instead of ~20 s)."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return select(Record).where(Record.object_type == object_type, Record.id.in_(ids))
+        wanted = (
+            func.unnest(literal(ids, ARRAY(String)))
+            .table_valued("id")
+            .render_derived(name="wanted")
+        )
+        found = (
+            select(Record)
+            .where(Record.object_type == object_type, Record.id == wanted.c.id)
+            .limit(1)
+            .lateral("found")
+        )
+        return select(aliased(Record, found)).select_from(wanted).join(found, true())
+
     def upsert_many(
         self,
         object_type: str,
@@ -299,10 +324,7 @@ class RecordRepository:
             r.id: r
             for start in range(0, len(ids), LOOKUP_SLICE)
             for r in self.session.scalars(
-                select(Record).where(
-                    Record.object_type == object_type,
-                    Record.id.in_(ids[start : start + LOOKUP_SLICE]),
-                )
+                self._lookup(object_type, ids[start : start + LOOKUP_SLICE])
             )
         }
         created = updated = 0
