@@ -18,8 +18,8 @@ Probes poll every --probe seconds (store reads in read-only sessions, so they ne
 SQLite's write lock). The first enrollment of a run is cold (the worker's first workflow task
 loads the sandbox): it is measured apart and left out of the figures. Store: a temporary
 SQLite file unless --db gives one, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/crmflow_bench
-(created if missing). Prints median, p95 and max of each in ms; the target is a median (b) under
-2 s.
+(created if missing; give an empty one: changes pending in it would be dispatched too). Prints
+median, p95 and max of each in ms; the target is a median (b) under 2 s.
 """
 
 from __future__ import annotations
