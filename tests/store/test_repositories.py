@@ -87,8 +87,8 @@ def test_a_bulk_upsert_looks_existing_records_up_by_their_primary_key(sessions):
     """`upsert_many` finds the existing records by probing the primary key with object type
     and id, whatever the table's statistics say. On a new PostgreSQL store (never analyzed),
     `id IN (...)` was planned as a probe by object type alone, filtered: an import in one
-    transaction then rescanned every record it had written for each batch of 1,000 (a
-    100,000-record import took minutes)."""
+    transaction then rescanned every record it had written for each batch of 1,000 (100,000
+    records: 95 s instead of 4.5 s)."""
     with sessions.begin() as session:
         RecordRepository(session).upsert_many(
             "contact", [(f"p{i}", {"n": i}) for i in range(30)], now=NOW
