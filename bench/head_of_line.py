@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from temporalio.testing import WorkflowEnvironment
 from crmflow import services
 from crmflow.enrolling import EnrollmentStarter
 from crmflow.services import App, Settings
-from crmflow.store import RecordRepository, reading_sessions
+from crmflow.store import reading_sessions
 from crmflow.triggers import Dispatcher, DispatchPool
 from crmflow.worker import build_worker
 
@@ -138,16 +137,11 @@ async def run(app: App, env: WorkflowEnvironment, args: argparse.Namespace) -> N
         while await asyncio.to_thread(pending, app):
             await asyncio.sleep(0.2)
         began = time.perf_counter()
-        now = datetime.now(UTC)
         rows = [
             (f"buyer-{i:06d}", {"email": f"b{i}@example.com", "lifecyclestage": "customer"})
             for i in range(args.n)
         ]
-        with app.sessions.begin() as session:  # one transaction, as `records import`
-            for start in range(0, len(rows), 1000):
-                RecordRepository(session).upsert_many(
-                    "contact", rows[start : start + 1000], now=now, bulk=True
-                )
+        services.import_rows(app, rows, "contact")  # what `records import` runs
         imported = time.perf_counter() - began
         print(f"  imported {args.n:,} matching contacts in {imported:.1f} s", flush=True)
         latencies, signalled = [], []

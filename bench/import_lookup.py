@@ -4,7 +4,7 @@
 
 The store (default postgresql+psycopg://postgres@127.0.0.1:5432/crmflow_bench, created if
 missing) is emptied and migrated, 30 contacts are written, then -n new contacts are imported in
-one transaction, 1,000 rows per `upsert_many` call, as `crmflow records import` writes them.
+one transaction, 1,000 rows per `upsert_many` call, by what `crmflow records import` runs.
 Twice, each on a fresh store: with the lookup crmflow uses (one primary-key probe per id), then
 with the plain `object_type = ... AND id IN (...)` it replaced. A new store has no statistics
 yet, so PostgreSQL plans the plain form as a probe by object type alone, filtered: each call
@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import UTC, datetime
 
 from sqlalchemy import Select, create_engine, select, text
 
-from crmflow.store import (
-    Record,
-    RecordRepository,
-    create_session_factory,
-    create_store_engine,
-    ensure_postgres_database,
-    upgrade_database,
-)
+from crmflow import services
+from crmflow.services import App, Settings
+from crmflow.store import Record, RecordRepository, ensure_postgres_database
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/crmflow_bench"
 
@@ -44,26 +38,19 @@ def import_once(url: str, n: int) -> float:
         connection.execute(text("DROP SCHEMA public CASCADE"))
         connection.execute(text("CREATE SCHEMA public"))
     admin.dispose()
-    engine = create_store_engine(url)
-    upgrade_database(engine)
-    sessions = create_session_factory(engine)
-    now = datetime.now(UTC)
+    app = App(Settings(db_url=url))  # migrates the empty store
     try:
-        with sessions.begin() as session:
-            seed = [(f"seed-{i}", {"email": f"seed{i}@example.com"}) for i in range(30)]
-            RecordRepository(session).upsert_many("contact", seed, now=now)
+        seed = [(f"seed-{i}", {"email": f"seed{i}@example.com"}) for i in range(30)]
+        services.import_rows(app, seed, "contact")
+        rows = [
+            (f"c-{i:07d}", {"email": f"c{i}@example.com", "lifecyclestage": "customer"})
+            for i in range(n)
+        ]
         began = time.perf_counter()
-        with sessions.begin() as session:
-            records = RecordRepository(session)
-            for start in range(0, n, 1000):
-                rows = [
-                    (f"c-{i:07d}", {"email": f"c{i}@example.com", "lifecyclestage": "customer"})
-                    for i in range(start, min(n, start + 1000))
-                ]
-                records.upsert_many("contact", rows, now=now, bulk=True)
+        services.import_rows(app, rows, "contact")  # what `records import` runs
         return time.perf_counter() - began
     finally:
-        engine.dispose()
+        app.close()
 
 
 def main() -> None:
