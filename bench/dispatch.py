@@ -45,7 +45,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow import services
-from crmflow.activities.models import EnrollmentContext, EnrollmentInput
+from crmflow.activities.models import GENERATION, EnrollmentContext, EnrollmentInput
 from crmflow.definitions import WorkflowDefinition
 from crmflow.enrolling import EnrollmentStarter, enrollment_search_attributes
 from crmflow.services import App, Settings
@@ -156,7 +156,7 @@ async def plain_loop(
         async with gate:
             await client.start_workflow(
                 EnrollmentWorkflow.run,
-                EnrollmentInput(context=ctx, definition=definition),
+                EnrollmentInput(context=ctx, definition=definition, generation=GENERATION),
                 id=workflow_id,
                 task_queue=QUEUE,
                 search_attributes=enrollment_search_attributes(ctx),

@@ -55,7 +55,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from crmflow import services
-from crmflow.activities.models import EnrollmentContext, EnrollmentInput
+from crmflow.activities.models import GENERATION, EnrollmentContext, EnrollmentInput
 from crmflow.activities.schedules import SchedulingActivities
 from crmflow.definitions import WEEKDAYS, WorkflowDefinition
 from crmflow.enrolling import (
@@ -191,7 +191,7 @@ async def plain_loop(client: Client, definition: WorkflowDefinition, ids: list[s
         async with gate:
             await client.start_workflow(
                 EnrollmentWorkflow.run,
-                EnrollmentInput(context=ctx, definition=definition),
+                EnrollmentInput(context=ctx, definition=definition, generation=GENERATION),
                 id=workflow_id,
                 task_queue=ENROLLMENT_QUEUE,
                 search_attributes=enrollment_search_attributes(ctx),

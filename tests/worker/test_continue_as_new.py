@@ -7,10 +7,13 @@ continued runs, replay."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity
@@ -24,8 +27,9 @@ from test_waits import held_email
 from crmflow import services
 from crmflow.activities._once import run_outward
 from crmflow.activities.enrollments import EnrollmentActivities
-from crmflow.activities.models import ActionInput, ActionResult, EventSignal
+from crmflow.activities.models import ActionInput, ActionResult, EventSignal, UnenrollSignal
 from crmflow.activities.records import RecordActivities
+from crmflow.enrolling import _starting
 from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, _policies, sandboxed_workflow_runner, workflow_runner
 
@@ -71,11 +75,26 @@ async def continued(env: WorkflowEnvironment, workflow_id: str) -> bool:
     return False
 
 
+def patch_events(saved: dict[str, Any]) -> list[str]:
+    """The events a history (saved JSON) spends on patches: markers, TemporalChangeVersion."""
+    found = []
+    for event in saved["events"]:
+        if event.get("markerRecordedEventAttributes", {}).get("markerName") == "core_patch":
+            found.append("marker")
+        upserted = event.get("upsertWorkflowSearchAttributesEventAttributes", {})
+        if "TemporalChangeVersion" in upserted.get("searchAttributes", {}).get("indexedFields", {}):
+            found.append("TemporalChangeVersion")
+    return found
+
+
 async def replay_every_run(env: WorkflowEnvironment, workflow_id: str) -> int:
-    """Replay each run's history (as saved JSON); returns how many runs there were."""
+    """Replay each run's history (as saved JSON); returns how many runs there were. Every run of
+    an enrollment started now may continue as new without recording a patch (its input's
+    generation says so)."""
     count = 0
     for history in await runs(env, workflow_id):
         saved = json.loads(json.dumps(history.to_json_dict()))
+        assert patch_events(saved) == []
         result = await replayer().replay_workflow(WorkflowHistory.from_json(workflow_id, saved))
         assert result.replay_failure is None
         # Continued at the first workflow task past the limit; signals that arrived while it
@@ -294,3 +313,62 @@ async def test_histories_recorded_before_continue_as_new_replay():
     history = WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
     result = await replayer().replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_run_whose_input_predates_generations_records_the_patch_and_continues(
+    app, env, new_worker, publish, short_histories, monkeypatch
+):
+    """An input written by a starter from before `generation` (0: an enrollment started just
+    before an upgrade) still continues as new, by the patch it records."""
+    monkeypatch.setattr(_starting, "GENERATION", 0)
+    await publish(OPENED)
+    services.set_record(app, "contact", "bo", {})
+    async with new_worker():
+        workflow_id = await enroll_one(app, "opened", "bo")
+        await until_waiting(app, "opened", "wait")
+        handle = env.client.get_workflow_handle(workflow_id)
+        for n in range(30):
+            other = EventSignal(
+                name="email_opened", properties={"campaign": f"c{n}"}, occurred_at=datetime.now(UTC)
+            )
+            await handle.signal(EnrollmentWorkflow.event_tracked, other)
+        assert await continued(env, workflow_id)
+        await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason="done"))
+        result = await result_of(env, workflow_id)
+        first, *continuing = [
+            json.loads(json.dumps(h.to_json_dict())) for h in await runs(env, workflow_id)
+        ]
+    assert patch_events(first) == ["marker", "TemporalChangeVersion"]
+    assert continuing and all(patch_events(h) == [] for h in continuing)  # started by this code
+    for saved in (first, *continuing):
+        replayed = await replayer().replay_workflow(WorkflowHistory.from_json(workflow_id, saved))
+        assert replayed.replay_failure is None
+    assert result.status == "unenrolled"
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def with_generation(saved: dict[str, Any], generation: int) -> dict[str, Any]:
+    """A saved history whose first event's input carries `generation`."""
+    edited = copy.deepcopy(saved)
+    started = edited["events"][0]["workflowExecutionStartedEventAttributes"]
+    [payload] = started["input"]["payloads"]
+    data = json.loads(base64.b64decode(payload["data"]))
+    encoded = json.dumps({**data, "generation": generation}).encode()
+    payload["data"] = base64.b64encode(encoded).decode()
+    return edited
+
+
+async def test_histories_recorded_with_the_continue_as_new_patch_replay():
+    """Recorded by histories/record_waits_history.py with the code of commit 1c053c6, the last
+    to record the patch in every new run; the same history with `generation` 1 in its
+    input (an enrollment started by an upgraded starter but first run by a worker not upgraded
+    yet, which ignored the field and recorded the patch) replays too."""
+    saved = json.loads((HISTORIES / "waits_with_continue_as_new_patch.json").read_text())
+    assert patch_events(saved["history"]) == ["marker", "TemporalChangeVersion"]
+    for history in (saved["history"], with_generation(saved["history"], 1)):
+        result = await replayer().replay_workflow(
+            WorkflowHistory.from_json(saved["workflow_id"], history)
+        )
+        assert result.replay_failure is None

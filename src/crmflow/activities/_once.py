@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmflow.store import EnrollmentRepository, EnrollmentStep, StepWrite
 
-from .models import ActionInput, ActionResult, FinishInput, StepInput
+from .models import (
+    ActionInput,
+    ActionResult,
+    DelayStart,
+    FinishInput,
+    StepInput,
+    waiting_until,
+)
 
 # Called by outward activities at "before_effect" and "after_effect" (between the effect and the
 # step row): tests make the worker die there.
@@ -35,12 +42,16 @@ def no_checkpoint(point: str, input: ActionInput) -> None:
     return None
 
 
-def result_of(step: EnrollmentStep) -> ActionResult:
+def result_of(step: EnrollmentStep, input: ActionInput) -> ActionResult:
+    """The result an attempt stored as `step` (finished) for `input`: the same input, so the
+    same `then` delay, stored as started at the step's finish unless the action chose a next."""
+    next_ = step.detail.get("next")
     return ActionResult(
         outcome=step.outcome or "",
         failed=bool(step.detail.get("failed")),
-        next=step.detail.get("next"),
+        next=next_,
         detail={k: v for k, v in step.detail.items() if k not in ("failed", "next")},
+        then_started=step.finished_at if input.then is not None and next_ is None else None,
     )
 
 
@@ -48,7 +59,7 @@ def stored_result(sessions: sessionmaker[Session], input: ActionInput) -> Action
     """The result an earlier attempt stored for this action of this enrollment, if any."""
     with sessions() as session:
         step = EnrollmentRepository(session).step(input.context.enrollment_id, input.action.id)
-        return result_of(step) if step is not None and step.finished_at else None
+        return result_of(step, input) if step is not None and step.finished_at else None
 
 
 async def run_outward(
@@ -90,6 +101,25 @@ def write_steps(session: Session, steps: list[StepInput]) -> None:
         )
 
 
+def write_delay_start(
+    session: Session, enrollment_id: int, delay: DelayStart, started: datetime
+) -> None:
+    """The step of a duration delay starting at `started`, in progress (the interpreter's
+    `_delay` shows its end the same way: the ISO instant, in UTC)."""
+    wake = started.astimezone(UTC) + delay.duration
+    EnrollmentRepository(session).write_step(
+        enrollment_id,
+        StepWrite(
+            action_id=delay.action_id,
+            type="delay",
+            started_at=started,
+            finished_at=None,
+            outcome=waiting_until(wake.isoformat()),
+            detail={},
+        ),
+    )
+
+
 def write_finish(session: Session, finish: FinishInput) -> None:
     write_steps(session, finish.steps)
     EnrollmentRepository(session).set_status(
@@ -114,7 +144,7 @@ def run_once(
                 # increment added twice, on PostgreSQL).
                 done = enrollments.step(ctx.enrollment_id, action.id, for_update=True)
                 if done is not None and done.finished_at is not None:
-                    return result_of(done)
+                    return result_of(done, input)
                 if done is None:
                     enrollments.write_step(
                         ctx.enrollment_id,
@@ -138,17 +168,21 @@ def run_once(
                     detail["failed"] = True
                 if result.next is not None:
                     detail["next"] = result.next
+                finished = finished_at(input.at)
                 enrollments.write_step(
                     ctx.enrollment_id,
                     StepWrite(
                         action_id=action.id,
                         type=action.type,
                         started_at=input.at,
-                        finished_at=finished_at(input.at),
+                        finished_at=finished,
                         outcome=result.outcome,
                         detail=detail,
                     ),
                 )
+                if input.then is not None and result.next is None:
+                    write_delay_start(session, ctx.enrollment_id, input.then, finished)
+                    result = result.model_copy(update={"then_started": finished})
                 if input.finish is not None:
                     write_finish(session, input.finish)
                 return result

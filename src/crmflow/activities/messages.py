@@ -229,7 +229,7 @@ class MessageActivities:
         with self.sessions.begin() as session:
             step = EnrollmentRepository(session).step(ctx.enrollment_id, action.id)
             if step is not None and step.finished_at is not None:
-                return result_of(step)
+                return result_of(step, input)
             prepared = self._prepare(smtp, session, input)
         if isinstance(prepared, ActionResult):
             failure = prepared

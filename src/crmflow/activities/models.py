@@ -5,7 +5,7 @@ Pure pydantic: imported by workflow code inside the sandbox and by the activitie
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,12 +59,26 @@ class Resume(_Model):
     held: str | None = Field(default=None, description="window, queue: why the action was held")
 
 
+# The interpreter behaviour a new enrollment's run is started under, carried in its input (see
+# `EnrollmentInput.generation`). 1: the run may continue as new without recording the
+# `continue-as-new` patch (a marker and a search attribute upsert per enrollment saved), and a
+# duration delay that directly follows an action is stored as started by that action's
+# transaction (`ActionInput.then`) instead of a store write of its own.
+GENERATION = 1
+
+
 class EnrollmentInput(_Model):
     """Start of one enrollment: the definition version travels with it, so a later publish never
     changes a running enrollment."""
 
     context: EnrollmentContext
     definition: WorkflowDefinition
+    generation: int = Field(
+        default=0,
+        description="The interpreter behaviour the run was started under (`GENERATION` when it "
+        "was started, 0 in inputs written before the field existed): deterministic, being in the "
+        "run's first event, so behaviour that depends on it needs no patch marker",
+    )
     resume: Resume | None = Field(
         default=None, description="Set when the run continues an earlier run of the enrollment"
     )
@@ -94,6 +108,19 @@ class FinishInput(_Model):
     )
 
 
+def waiting_until(wake: str) -> str:
+    """The outcome of a delay in progress, as `enrollments` shows it."""
+    return f"waiting until {wake}"
+
+
+class DelayStart(_Model):
+    """A duration delay that directly follows an action: stored as started, at the moment the
+    action finished, in the action's own transaction."""
+
+    action_id: str
+    duration: timedelta
+
+
 class ActionInput(_Model):
     context: EnrollmentContext
     action: Action
@@ -102,6 +129,9 @@ class ActionInput(_Model):
     # end of a preceding delay, and the final status when this action is the last one.
     steps: list[StepInput] = Field(default_factory=list)
     finish: FinishInput | None = None
+    then: DelayStart | None = Field(
+        default=None, description="The delay that follows, stored as started with the action"
+    )
     held: str | None = Field(
         default=None, description="Why the action ran later than it came due (execution window)"
     )
@@ -112,6 +142,11 @@ class ActionResult(_Model):
     failed: bool = False
     next: str | None = Field(default=None, description="Chosen target, for branching actions")
     detail: dict[str, Any] = Field(default_factory=dict)
+    then_started: datetime | None = Field(
+        default=None,
+        description="When the input's `then` delay was stored as started (the action's finish); "
+        "None when it was not (the action chose another next action)",
+    )
     retry_in: float | None = Field(
         default=None,
         description="Not done, nothing stored: run the action again in this many seconds (its "

@@ -27,6 +27,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from crmflow.activities.models import (
+    GENERATION,
     EnrollmentContext,
     EnrollmentInput,
     EventSignal,
@@ -358,6 +359,7 @@ class EnrollmentStarter:
                     record_id=enrollment.record_id,
                 ),
                 definition=definition,
+                generation=GENERATION,
             ),
             temporal_workflow_id=enrollment.temporal_workflow_id,
             unenroll_from=others,

@@ -9,7 +9,8 @@ the run continues as new, between two actions or in the middle of a wait (a dela
 wait_for_event that keeps receiving events that do not match, a hold by the execution window,
 a place in a rate limit's queue); the new run carries where it was (`Resume`) and picks the
 wait up where it stopped. Runs started before this existed never continue as new (patch
-CONTINUE_AS_NEW), so their histories replay unchanged.
+CONTINUE_AS_NEW), so their histories replay unchanged; runs started with `generation` >= 1 in
+their input may, without recording that patch (`_may_continue`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,8 +30,10 @@ with workflow.unsafe.imports_passed_through():
     from crmflow.activities.enrollments import EnrollmentActivities
     from crmflow.activities.messages import MessageActivities
     from crmflow.activities.models import (
+        GENERATION,
         ActionInput,
         ActionResult,
+        DelayStart,
         EnrollmentInput,
         EnrollmentResult,
         EventSignal,
@@ -41,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         TimingInput,
         TimingResult,
         UnenrollSignal,
+        waiting_until,
     )
     from crmflow.activities.records import RecordActivities
     from crmflow.activities.webhooks import WebhookActivities
@@ -126,6 +130,9 @@ class EnrollmentWorkflow:
         # store write instead of in a round trip of their own.
         self._pending: list[StepInput] = []
         self._finished = False
+        # A delay the last action's transaction stored as started (generation >= 1): the next
+        # action, taken up like a delay carried over by a continued run.
+        self._then: Resume | None = None
         # The wait_for_event step in progress, and whether its event arrived.
         self._waiting_for: WaitForEventAction | None = None
         self._event: EventSignal | None = None
@@ -190,7 +197,7 @@ class EnrollmentWorkflow:
     @workflow.run
     async def run(self, input: EnrollmentInput) -> EnrollmentResult:
         self._started = True
-        self._continuable = workflow.patched(CONTINUE_AS_NEW)
+        self._continuable = self._may_continue(input)
         definition = input.definition
         actions = {action.id: action for action in definition.actions}
         current = definition.actions[0].id
@@ -210,7 +217,9 @@ class EnrollmentWorkflow:
             action = actions[current]
             self._current = action.id
             chosen = await self._run_action(input, action)
-            self._resume = None
+            # A delay that started with this action is in progress: no hold before it (a pause
+            # does not hold a delay that counts down; a stop ends it, inside).
+            self._resume, self._then = self._then, None
             self._steps += 1
             if self._finished:
                 break
@@ -230,6 +239,18 @@ class EnrollmentWorkflow:
             )
         workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
         return EnrollmentResult(status=status, reason=reason, steps=self._steps)
+
+    @staticmethod
+    def _may_continue(input: EnrollmentInput) -> bool:
+        """May this run continue as new? Runs whose input says generation >= 1 may, and record
+        nothing for it; older inputs (0) decide by the CONTINUE_AS_NEW patch: recorded when
+        the run starts under this code, absent from runs started before continue-as-new
+        existed. A history being replayed is always asked for the patch, so that a marker
+        recorded by an older worker (one that ignored `generation`, during a rolling upgrade)
+        is matched rather than found unexpected; asking does not record one in a replay."""
+        if input.generation >= 1 and not workflow.unsafe.is_replaying():
+            return True
+        return workflow.patched(CONTINUE_AS_NEW) or input.generation >= 1
 
     def _must_continue(self) -> bool:
         """Has the history grown long enough to go on in a new run? (Never in a run started
@@ -251,7 +272,9 @@ class EnrollmentWorkflow:
                 "pending": resume.pending if resume.wait == "queue" else list(self._pending),
             }
         )
-        workflow.continue_as_new(input.model_copy(update={"resume": carried}))
+        # The new run is made by this code from its start: it carries this code's generation.
+        update = {"resume": carried, "generation": max(input.generation, GENERATION)}
+        workflow.continue_as_new(input.model_copy(update=update))
 
     def _resumed(self, action: Action, wait: str) -> Resume | None:
         """The carried state of `action`'s wait, when this run continues it."""
@@ -300,12 +323,14 @@ class EnrollmentWorkflow:
         # status, in the same transaction as its effect.
         last = not ACTIONS[action.type].branching and input.definition.next_of(action.id) == END
         pending = list(self._pending)
+        then = self._delay_after(input, action)
         request = ActionInput(
             context=input.context,
             action=action,
             at=workflow.now(),
             steps=pending,
             finish=self._finish(input, EnrollmentStatus.COMPLETED, None) if last else None,
+            then=then,
             held=held or None,
         )
         try:
@@ -340,7 +365,33 @@ class EnrollmentWorkflow:
             return getattr(action, "otherwise", None)
         self._pending = []
         self._finished = last
+        if then is not None and result.then_started is not None:
+            started = result.then_started
+            wake = started.astimezone(UTC) + then.duration  # as _time.wake_time for a duration
+            self._then = Resume(
+                action_id=then.action_id,
+                wait="delay",
+                started=started,
+                wake=wake,
+                shown=wake.isoformat(),
+            )
         return result.next
+
+    @staticmethod
+    def _delay_after(input: EnrollmentInput, action: Action) -> DelayStart | None:
+        """The duration delay that directly follows `action`, if any, to be stored as started
+        by `action`'s transaction (runs of generation >= 1): a delay's start is shown at once
+        without a store write of its own. Other delays need the zone or the record first."""
+        if input.generation < 1 or ACTIONS[action.type].branching:
+            return None
+        following = input.definition.next_of(action.id)
+        if following == END:
+            return None
+        delay = input.definition.action_map()[following]
+        if not isinstance(delay, DelayAction) or delay.kind != "duration":
+            return None
+        assert delay.duration is not None
+        return DelayStart(action_id=delay.id, duration=delay.duration)
 
     async def _timing(
         self, input: EnrollmentInput, *, date_property: str | None = None
@@ -402,7 +453,8 @@ class EnrollmentWorkflow:
     async def _delay(self, input: EnrollmentInput, action: DelayAction) -> str | None:
         resumed = self._resumed(action, "delay")
         if resumed is not None and resumed.started and resumed.wake and resumed.shown:
-            # A delay an earlier run started: its start is stored; wait for the rest of it.
+            # A delay started earlier, by an earlier run or with the action before it: its
+            # start is stored; wait for the rest of it.
             started, wake, shown = resumed.started, resumed.wake, resumed.shown
             timeout = max(wake - workflow.now(), timedelta(0))
         else:
@@ -427,7 +479,7 @@ class EnrollmentWorkflow:
             wake = computed.at
             # Stored at once, so `enrollments` shows what the enrollment waits for.
             shown = _time.show(wake, zone) if action.kind != "duration" else wake.isoformat()
-            waiting = f"waiting until {shown}" if wake > started else None
+            waiting = waiting_until(shown) if wake > started else None
             await self._record(input, action, started, waiting, finished=False)
             timeout = wake - started
         if wake > started and timeout > timedelta(0):

@@ -2,7 +2,9 @@
 continue-as-new (commit b97c128): `git archive b97c128 src | tar -x -C DIR`, then
 `PYTHONPATH=DIR/src python record_waits_history.py OUT.json`. A wait_for_event that receives
 events that do not match before the one that does, then a delay during which the workflow is
-paused and resumed: the new code must replay it unchanged. Not collected by pytest."""
+paused and resumed: the new code must replay it unchanged. Not collected by pytest.
+waits_with_continue_as_new_patch.json is the same scenario recorded with commit 1c053c6, whose
+new runs all recorded the continue-as-new patch."""
 
 import asyncio
 import json

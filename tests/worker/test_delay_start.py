@@ -1,0 +1,248 @@
+"""A duration delay that directly follows an action is stored as started by that action's
+transaction (runs of generation >= 1), at the moment the action finished: no store write and no
+local activity of its own. A stop or a pause that comes while the action runs, and a run that
+continues as new there, treat the delay as begun."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from test_continue_as_new import replayer, runs
+from test_enrollment_workflow import WELCOME, enroll_one, result_of, wait_for
+
+from crmflow import services
+from crmflow.activities.enrollments import EnrollmentActivities
+from crmflow.activities.messages import MessageActivities
+from crmflow.activities.models import ActionInput, ActionResult, EnrollmentInput
+from crmflow.activities.records import RecordActivities
+from crmflow.enrolling import _starting
+from crmflow.services import App
+from crmflow.worker import EnrollmentWorkflow, _policies, workflow_runner
+
+
+def steps(app: App, key: str = "welcome") -> list[dict[str, Any]]:
+    return list(services.list_enrollments(app, key)[0]["steps"])
+
+
+def step(app: App, action_id: str, key: str = "welcome") -> dict[str, Any]:
+    [found] = [s for s in steps(app, key) if s["action_id"] == action_id]
+    return found
+
+
+def history_json(history: WorkflowHistory) -> dict[str, Any]:
+    saved: dict[str, Any] = json.loads(json.dumps(history.to_json_dict()))
+    return saved
+
+
+def markers(saved: dict[str, Any]) -> list[str]:
+    return [
+        e["markerRecordedEventAttributes"]["markerName"]
+        for e in saved["events"]
+        if "markerRecordedEventAttributes" in e
+    ]
+
+
+class Gate:
+    """Holds the `send_email` activity until opened, so that a test can signal meanwhile."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def around(
+        self, real: Callable[[ActionInput], ActionResult]
+    ) -> Callable[[ActionInput], ActionResult]:
+        def run(input: ActionInput) -> ActionResult:
+            self.entered.set()
+            assert self.opened.wait(30), "the test never opened the gate"
+            return real(input)
+
+        return run
+
+
+@pytest.fixture
+def gated_worker(env: WorkflowEnvironment, app: App) -> Callable[[Gate], Any]:
+    @asynccontextmanager
+    async def start(gate: Gate) -> AsyncIterator[Worker]:
+        records, messages = RecordActivities(app.sessions), MessageActivities(app.sessions)
+        enrollments = EnrollmentActivities(app.sessions)
+        worker = Worker(
+            env.client,
+            task_queue=app.settings.task_queue,
+            workflows=[EnrollmentWorkflow],
+            activities=[
+                records.update_record,
+                activity.defn(name="send_email")(gate.around(messages.send_email)),
+                messages.create_task,
+                enrollments.evaluate_branch,
+                enrollments.record_step,
+                enrollments.finish_enrollment,
+                enrollments.read_timing,
+            ],
+            activity_executor=ThreadPoolExecutor(4),
+            workflow_runner=workflow_runner(),
+        )
+        async with worker:
+            yield worker
+
+    return start
+
+
+async def test_the_delay_is_stored_as_started_by_the_action_before_it(
+    app, env, new_worker, publish
+):
+    await publish(WELCOME)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    async with new_worker():
+        workflow_id = await enroll_one(app, "welcome", "ann")
+        await wait_for(lambda: any(s["action_id"] == "wait" for s in steps(app)))
+        welcome, wait = step(app, "welcome"), step(app, "wait")
+        # Shown at once, in progress, from the moment the email step finished.
+        assert wait["started_at"] == welcome["finished_at"]
+        wake = datetime.fromisoformat(wait["started_at"]) + timedelta(days=3)
+        assert wait["outcome"] == f"waiting until {wake.isoformat()}"
+        assert wait["finished_at"] is None
+        result = await result_of(env, workflow_id)
+        [history] = await runs(env, workflow_id)
+    assert result.status == "completed"
+    # No local activity stored the delay's start (nor anything else: the delay's end went
+    # with `bump`, the final status with `call`).
+    saved = history_json(history)
+    assert markers(saved) == []
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    wait = step(app, "wait")
+    assert wait["outcome"] == f"waited until {wake.isoformat()}"
+    assert datetime.fromisoformat(wait["finished_at"]) >= wake
+    assert [s["action_id"] for s in steps(app)] == [
+        "qualify",
+        "route",
+        "welcome",
+        "wait",
+        "bump",
+        "call",
+    ]
+
+
+async def test_a_run_whose_input_predates_generations_stores_the_delay_start_itself(
+    app, env, new_worker, publish, monkeypatch
+):
+    """Generation 0 (an input written by a starter from before the field, an enrollment started
+    just before an upgrade): the delay stores its own start, in a local activity, as before."""
+    monkeypatch.setattr(_starting, "GENERATION", 0)
+    await publish(WELCOME)
+    services.set_record(app, "contact", "bo", {"firstname": "Bo", "email": "bo@example.com"})
+    async with new_worker():
+        workflow_id = await enroll_one(app, "welcome", "bo")
+        result = await result_of(env, workflow_id)
+        [history] = await runs(env, workflow_id)
+    assert result.status == "completed"
+    assert markers(history_json(history)) == ["core_patch", "core_local_activity"]
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    assert step(app, "wait")["outcome"].startswith("waited until")
+
+
+async def test_an_unenrollment_while_the_action_runs_interrupts_the_delay(
+    app, env, gated_worker, publish
+):
+    await publish(WELCOME)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    gate = Gate()
+    async with gated_worker(gate):
+        workflow_id = await enroll_one(app, "welcome", "ann")
+        assert await asyncio.to_thread(gate.entered.wait, 15)
+        [outcome] = await services.unenroll(app, "welcome", ["ann"])
+        assert outcome.ok
+        gate.opened.set()
+        result = await result_of(env, workflow_id)
+        [history] = await runs(env, workflow_id)
+    assert result.status == "unenrolled"
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    assert [(s["action_id"], s["outcome"]) for s in steps(app)][2:] == [
+        ("welcome", "email to ann@example.com: Welcome, Ann"),
+        ("wait", "interrupted: unenrolled"),
+    ]
+    wait = step(app, "wait")
+    assert (
+        wait["finished_at"] is not None
+        and wait["started_at"] == step(app, "welcome")["finished_at"]
+    )
+    assert services.list_enrollments(app, "welcome")[0]["status"] == "unenrolled"
+    assert services.tasks(app) == []
+
+
+async def test_a_pause_while_the_action_runs_lets_the_delay_count_down_and_holds_the_next(
+    app, env, gated_worker, publish
+):
+    await publish(WELCOME)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    gate = Gate()
+    async with gated_worker(gate):
+        workflow_id = await enroll_one(app, "welcome", "ann")
+        assert await asyncio.to_thread(gate.entered.wait, 15)
+        await services.deactivate(app, "welcome")
+        gate.opened.set()
+        await wait_for(lambda: any(s["action_id"] == "wait" for s in steps(app)))
+        await env.sleep(timedelta(days=4))
+        # The delay ran its course while paused; the next action waits for the activation.
+        await wait_for(lambda: step(app, "wait")["finished_at"])
+        await asyncio.sleep(0.5)
+        assert steps(app)[-1]["action_id"] == "wait"
+        assert step(app, "wait")["outcome"].startswith("waited until")
+        assert services.list_enrollments(app, "welcome")[0]["status"] == "paused"
+        await services.activate(app, "welcome")
+        result = await result_of(env, workflow_id)
+        [history] = await runs(env, workflow_id)
+    assert result.status == "completed"
+    assert (await replayer().replay_workflow(history)).replay_failure is None
+    assert steps(app)[-1]["action_id"] == "call"
+
+
+LONG = {
+    "key": "long",
+    "name": "Long before its delay",
+    "enrollment": {"trigger": "manual"},
+    "actions": [
+        {"id": "one", "type": "set_property", "property": "a", "value": 1},
+        {"id": "two", "type": "set_property", "property": "b", "value": 2},
+        {"id": "wait", "type": "delay", "duration": "1d"},
+        {"id": "three", "type": "set_property", "property": "c", "value": 3},
+    ],
+}
+
+
+async def test_a_run_that_continues_as_new_at_the_delay_keeps_its_start_and_end(
+    app, env, new_worker, publish, monkeypatch
+):
+    # Two actions make 15 events: past this limit just as the delay begins (and not before).
+    monkeypatch.setattr(_policies, "HISTORY_LIMIT", 12, raising=False)
+    await publish(LONG)
+    services.set_record(app, "contact", "cy", {})
+    async with new_worker():
+        workflow_id = await enroll_one(app, "long", "cy")
+        result = await result_of(env, workflow_id)
+        histories = await runs(env, workflow_id)
+    assert (result.status, result.steps) == ("completed", 4)
+    assert len(histories) == 2
+    first, second = histories
+    carried = second.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    resume = EnrollmentInput.model_validate_json(carried.data).resume
+    assert resume is not None and (resume.action_id, resume.wait) == ("wait", "delay")
+    for history in histories:
+        assert (await replayer().replay_workflow(history)).replay_failure is None
+    two, wait = step(app, "two", "long"), step(app, "wait", "long")
+    wake = datetime.fromisoformat(two["finished_at"]) + timedelta(days=1)
+    assert wait["started_at"] == two["finished_at"]
+    assert wait["outcome"] == f"waited until {wake.isoformat()}"
+    assert [s["action_id"] for s in steps(app, "long")] == ["one", "two", "wait", "three"]
