@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -127,6 +127,15 @@ OPENED = {
 }
 
 
+async def signal_unmatched_events(handle: WorkflowHandle[Any, Any], n: int = 30) -> None:
+    """`n` email_opened events that OPENED's wait does not take (another campaign)."""
+    for i in range(n):
+        other = EventSignal(
+            name="email_opened", properties={"campaign": f"c{i}"}, occurred_at=datetime.now(UTC)
+        )
+        await handle.signal(EnrollmentWorkflow.event_tracked, other)
+
+
 async def test_a_wait_receiving_many_events_that_do_not_match_continues_as_new(
     app, env, new_worker, publish, short_histories
 ):
@@ -136,11 +145,7 @@ async def test_a_wait_receiving_many_events_that_do_not_match_continues_as_new(
         workflow_id = await enroll_one(app, "opened", "ann")
         await until_waiting(app, "opened", "wait")
         handle = env.client.get_workflow_handle(workflow_id)
-        for n in range(30):
-            other = EventSignal(
-                name="email_opened", properties={"campaign": f"c{n}"}, occurred_at=datetime.now(UTC)
-            )
-            await handle.signal(EnrollmentWorkflow.event_tracked, other)
+        await signal_unmatched_events(handle)
         assert await continued(env, workflow_id)
         # The run that goes on is still this enrollment's (its identity travels along).
         assert await (await handle.describe()).memo_value("crmflow.enrollment", None)
@@ -327,11 +332,7 @@ async def test_a_run_whose_input_predates_generations_records_the_patch_and_cont
         workflow_id = await enroll_one(app, "opened", "bo")
         await until_waiting(app, "opened", "wait")
         handle = env.client.get_workflow_handle(workflow_id)
-        for n in range(30):
-            other = EventSignal(
-                name="email_opened", properties={"campaign": f"c{n}"}, occurred_at=datetime.now(UTC)
-            )
-            await handle.signal(EnrollmentWorkflow.event_tracked, other)
+        await signal_unmatched_events(handle)
         assert await continued(env, workflow_id)
         await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason="done"))
         result = await result_of(env, workflow_id)

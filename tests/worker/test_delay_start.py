@@ -100,6 +100,15 @@ def gated_worker(env: WorkflowEnvironment, app: App) -> Callable[[Gate], Any]:
     return start
 
 
+async def enroll_held(app: App, publish: Callable[..., Any], gate: Gate) -> str:
+    """Ann enrolled in WELCOME, her `welcome` email held by the gate (the worker runs)."""
+    await publish(WELCOME)
+    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
+    workflow_id = await enroll_one(app, "welcome", "ann")
+    assert await asyncio.to_thread(gate.entered.wait, 15)
+    return workflow_id
+
+
 async def test_the_delay_is_stored_as_started_by_the_action_before_it(
     app, env, new_worker, publish
 ):
@@ -156,12 +165,9 @@ async def test_a_run_whose_input_predates_generations_stores_the_delay_start_its
 async def test_an_unenrollment_while_the_action_runs_interrupts_the_delay(
     app, env, gated_worker, publish
 ):
-    await publish(WELCOME)
-    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     gate = Gate()
     async with gated_worker(gate):
-        workflow_id = await enroll_one(app, "welcome", "ann")
-        assert await asyncio.to_thread(gate.entered.wait, 15)
+        workflow_id = await enroll_held(app, publish, gate)
         [outcome] = await services.unenroll(app, "welcome", ["ann"])
         assert outcome.ok
         gate.opened.set()
@@ -185,12 +191,9 @@ async def test_an_unenrollment_while_the_action_runs_interrupts_the_delay(
 async def test_a_pause_while_the_action_runs_lets_the_delay_count_down_and_holds_the_next(
     app, env, gated_worker, publish
 ):
-    await publish(WELCOME)
-    services.set_record(app, "contact", "ann", {"firstname": "Ann", "email": "ann@example.com"})
     gate = Gate()
     async with gated_worker(gate):
-        workflow_id = await enroll_one(app, "welcome", "ann")
-        assert await asyncio.to_thread(gate.entered.wait, 15)
+        workflow_id = await enroll_held(app, publish, gate)
         await services.deactivate(app, "welcome")
         gate.opened.set()
         await wait_for(lambda: any(s["action_id"] == "wait" for s in steps(app)))
