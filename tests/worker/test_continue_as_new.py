@@ -127,13 +127,21 @@ OPENED = {
 }
 
 
-async def signal_unmatched_events(handle: WorkflowHandle[Any, Any], n: int = 30) -> None:
-    """`n` email_opened events that OPENED's wait does not take (another campaign)."""
-    for i in range(n):
+async def continued_by_unmatched_events(
+    app: App, env: WorkflowEnvironment, record_id: str
+) -> WorkflowHandle[Any, Any]:
+    """Enroll `record_id` in OPENED (the worker runs) and send its wait 30 email_opened events
+    it does not take (another campaign), until the enrollment goes on in a new run."""
+    workflow_id = await enroll_one(app, "opened", record_id)
+    await until_waiting(app, "opened", "wait")
+    handle = env.client.get_workflow_handle(workflow_id)
+    for i in range(30):
         other = EventSignal(
             name="email_opened", properties={"campaign": f"c{i}"}, occurred_at=datetime.now(UTC)
         )
         await handle.signal(EnrollmentWorkflow.event_tracked, other)
+    assert await continued(env, workflow_id)
+    return handle
 
 
 async def test_a_wait_receiving_many_events_that_do_not_match_continues_as_new(
@@ -142,11 +150,8 @@ async def test_a_wait_receiving_many_events_that_do_not_match_continues_as_new(
     await publish(OPENED)
     services.set_record(app, "contact", "ann", {})
     async with new_worker():
-        workflow_id = await enroll_one(app, "opened", "ann")
-        await until_waiting(app, "opened", "wait")
-        handle = env.client.get_workflow_handle(workflow_id)
-        await signal_unmatched_events(handle)
-        assert await continued(env, workflow_id)
+        handle = await continued_by_unmatched_events(app, env, "ann")
+        workflow_id = handle.id
         # The run that goes on is still this enrollment's (its identity travels along).
         assert await (await handle.describe()).memo_value("crmflow.enrollment", None)
         [(action, waiting)] = steps(app, "opened")  # still the one wait, still in progress
@@ -329,11 +334,8 @@ async def test_a_run_whose_input_predates_generations_records_the_patch_and_cont
     await publish(OPENED)
     services.set_record(app, "contact", "bo", {})
     async with new_worker():
-        workflow_id = await enroll_one(app, "opened", "bo")
-        await until_waiting(app, "opened", "wait")
-        handle = env.client.get_workflow_handle(workflow_id)
-        await signal_unmatched_events(handle)
-        assert await continued(env, workflow_id)
+        handle = await continued_by_unmatched_events(app, env, "bo")
+        workflow_id = handle.id
         await handle.signal(EnrollmentWorkflow.unenroll, UnenrollSignal(reason="done"))
         result = await result_of(env, workflow_id)
         first, *continuing = [

@@ -8,28 +8,23 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from test_continue_as_new import replayer, runs
-from test_enrollment_workflow import WELCOME, enroll_one, result_of, wait_for
+from test_enrollment_workflow import WELCOME, enroll_one, result_of, wait_for, worker_with
 
 from crmflow import services
-from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
 from crmflow.activities.models import ActionInput, ActionResult, EnrollmentInput
-from crmflow.activities.records import RecordActivities
 from crmflow.enrolling import _starting
 from crmflow.services import App
-from crmflow.worker import EnrollmentWorkflow, _policies, workflow_runner
+from crmflow.worker import _policies
 
 
 def steps(app: App, key: str = "welcome") -> list[dict[str, Any]]:
@@ -73,29 +68,10 @@ class Gate:
 
 
 @pytest.fixture
-def gated_worker(env: WorkflowEnvironment, app: App) -> Callable[[Gate], Any]:
-    @asynccontextmanager
-    async def start(gate: Gate) -> AsyncIterator[Worker]:
-        records, messages = RecordActivities(app.sessions), MessageActivities(app.sessions)
-        enrollments = EnrollmentActivities(app.sessions)
-        worker = Worker(
-            env.client,
-            task_queue=app.settings.task_queue,
-            workflows=[EnrollmentWorkflow],
-            activities=[
-                records.update_record,
-                activity.defn(name="send_email")(gate.around(messages.send_email)),
-                messages.create_task,
-                enrollments.evaluate_branch,
-                enrollments.record_step,
-                enrollments.finish_enrollment,
-                enrollments.read_timing,
-            ],
-            activity_executor=ThreadPoolExecutor(4),
-            workflow_runner=workflow_runner(),
-        )
-        async with worker:
-            yield worker
+def gated_worker(env: WorkflowEnvironment, app: App) -> Callable[[Gate], Worker]:
+    def start(gate: Gate) -> Worker:
+        messages = MessageActivities(app.sessions)
+        return worker_with(env, app, send_email=gate.around(messages.send_email))
 
     return start
 

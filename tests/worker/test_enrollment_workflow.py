@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -12,9 +13,10 @@ from temporalio import activity
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from crmflow import services
+from crmflow.activities.enrollments import EnrollmentActivities
 from crmflow.activities.messages import MessageActivities
 from crmflow.activities.models import ActionInput, ActionResult, EnrollmentResult
 from crmflow.activities.records import RecordActivities
@@ -100,6 +102,37 @@ async def result_of(env: WorkflowEnvironment, workflow_id: str) -> EnrollmentRes
     handle = env.client.get_workflow_handle(workflow_id, result_type=EnrollmentResult)
     async with env.time_skipping_unlocked():
         return await handle.result()
+
+
+def worker_with(
+    env: WorkflowEnvironment, app: App, **replaced: Callable[[ActionInput], ActionResult]
+) -> Worker:
+    """A worker of the enrollment workflow and the store activities it calls, the ones named in
+    `replaced` swapped for the functions given (a crash, a gate)."""
+    records, messages = RecordActivities(app.sessions), MessageActivities(app.sessions)
+    enrollments = EnrollmentActivities(app.sessions)
+    real: list[Callable[..., Any]] = [
+        records.update_record,
+        messages.send_email,
+        messages.create_task,
+        enrollments.evaluate_branch,
+        enrollments.record_step,
+        enrollments.finish_enrollment,
+        enrollments.read_timing,
+    ]
+    activities = [
+        activity.defn(name=name)(replaced[name]) if name in replaced else function
+        for function in real
+        for name in [function.__name__]
+    ]
+    return Worker(
+        env.client,
+        task_queue=app.settings.task_queue,
+        workflows=[EnrollmentWorkflow],
+        activities=activities,
+        activity_executor=ThreadPoolExecutor(4),
+        workflow_runner=workflow_runner(),
+    )
 
 
 async def test_runs_every_step_and_a_three_day_delay_in_moments(app, env, new_worker, publish):
@@ -302,27 +335,12 @@ async def test_an_effect_happens_once_when_the_worker_dies_after_it(app, env, pu
 
         return run
 
-    from concurrent.futures import ThreadPoolExecutor
-
-    from temporalio.worker import Worker
-
-    from crmflow.activities.enrollments import EnrollmentActivities
-
-    enrollments = EnrollmentActivities(app.sessions)
-    worker = Worker(
-        env.client,
-        task_queue=app.settings.task_queue,
-        workflows=[EnrollmentWorkflow],
-        activities=[
-            activity.defn(name="update_record")(crash_after(records.update_record)),
-            activity.defn(name="send_email")(crash_after(messages.send_email)),
-            activity.defn(name="create_task")(crash_after(messages.create_task)),
-            enrollments.evaluate_branch,
-            enrollments.record_step,
-            enrollments.finish_enrollment,
-        ],
-        activity_executor=ThreadPoolExecutor(4),
-        workflow_runner=workflow_runner(),
+    worker = worker_with(
+        env,
+        app,
+        update_record=crash_after(records.update_record),
+        send_email=crash_after(messages.send_email),
+        create_task=crash_after(messages.create_task),
     )
     async with worker:
         workflow_id = await enroll_one(app, "welcome", "ann")

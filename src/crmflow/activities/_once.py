@@ -106,7 +106,7 @@ def write_delay_start(
 ) -> None:
     """The step of a duration delay starting at `started`, in progress (the interpreter's
     `_delay` shows its end the same way: the ISO instant, in UTC)."""
-    wake = started.astimezone(UTC) + delay.duration
+    wake = delay.wake(started)
     EnrollmentRepository(session).write_step(
         enrollment_id,
         StepWrite(

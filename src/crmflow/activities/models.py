@@ -5,7 +5,7 @@ Pure pydantic: imported by workflow code inside the sandbox and by the activitie
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,6 +119,10 @@ class DelayStart(_Model):
 
     action_id: str
     duration: timedelta
+
+    def wake(self, started: datetime) -> datetime:
+        """When the delay ends, started at `started` (in UTC, as the interpreter shows it)."""
+        return started.astimezone(UTC) + self.duration
 
 
 class ActionInput(_Model):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -367,7 +367,7 @@ class EnrollmentWorkflow:
         self._finished = last
         if then is not None and result.then_started is not None:
             started = result.then_started
-            wake = started.astimezone(UTC) + then.duration  # as _time.wake_time for a duration
+            wake = then.wake(started)
             self._then = Resume(
                 action_id=then.action_id,
                 wait="delay",
