@@ -6,7 +6,6 @@ continues as new there, treat the delay as begun."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,11 +16,22 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from test_continue_as_new import replayer, runs
-from test_enrollment_workflow import WELCOME, enroll_one, result_of, wait_for, worker_with
+from test_enrollment_workflow import (
+    WELCOME,
+    WELCOME_PATH,
+    activity_tasks,
+    enroll_one,
+    history_json,
+    local_activities,
+    markers,
+    result_of,
+    wait_for,
+    worker_with,
+)
 
 from crmflow import services
 from crmflow.activities.messages import MessageActivities
-from crmflow.activities.models import ActionInput, ActionResult, EnrollmentInput
+from crmflow.activities.models import ActionInput, ActionResult, EnrollmentInput, EnrollmentResult
 from crmflow.enrolling import _starting
 from crmflow.services import App
 from crmflow.worker import _policies
@@ -34,19 +44,6 @@ def steps(app: App, key: str = "welcome") -> list[dict[str, Any]]:
 def step(app: App, action_id: str, key: str = "welcome") -> dict[str, Any]:
     [found] = [s for s in steps(app, key) if s["action_id"] == action_id]
     return found
-
-
-def history_json(history: WorkflowHistory) -> dict[str, Any]:
-    saved: dict[str, Any] = json.loads(json.dumps(history.to_json_dict()))
-    return saved
-
-
-def markers(saved: dict[str, Any]) -> list[str]:
-    return [
-        e["markerRecordedEventAttributes"]["markerName"]
-        for e in saved["events"]
-        if "markerRecordedEventAttributes" in e
-    ]
 
 
 class Gate:
@@ -85,6 +82,23 @@ async def enroll_held(app: App, publish: Callable[..., Any], gate: Gate) -> str:
     return workflow_id
 
 
+async def welcome_run(
+    app: App, env: WorkflowEnvironment, worker: Worker, publish: Callable[..., Any], name: str
+) -> tuple[EnrollmentResult, WorkflowHistory]:
+    """`name`'s contact (id: the name lower-cased) enrolled in WELCOME and run to its end by
+    `worker`: the result and the history of its one run."""
+    record_id = name.lower()
+    await publish(WELCOME)
+    services.set_record(
+        app, "contact", record_id, {"firstname": name, "email": f"{record_id}@example.com"}
+    )
+    async with worker:
+        workflow_id = await enroll_one(app, "welcome", record_id)
+        result = await result_of(env, workflow_id)
+        [history] = await runs(env, workflow_id)
+    return result, history
+
+
 async def test_the_delay_is_stored_as_started_by_the_action_before_it(
     app, env, new_worker, publish
 ):
@@ -103,21 +117,18 @@ async def test_the_delay_is_stored_as_started_by_the_action_before_it(
         [history] = await runs(env, workflow_id)
     assert result.status == "completed"
     # No local activity stored the delay's start (nor anything else: the delay's end went
-    # with `bump`, the final status with `call`).
+    # with `bump`, the final status with `call`). The local activities are the store actions
+    # themselves; `welcome` (an email, which may go out over SMTP) is an activity task.
     saved = history_json(history)
-    assert markers(saved) == []
+    stores = ["update_record", "evaluate_branch", "update_record", "create_task"]
+    assert local_activities(saved) == stores
+    assert markers(saved) == ["core_local_activity"] * 4
+    assert activity_tasks(saved) == ["send_email"]
     assert (await replayer().replay_workflow(history)).replay_failure is None
     wait = step(app, "wait")
     assert wait["outcome"] == f"waited until {wake.isoformat()}"
     assert datetime.fromisoformat(wait["finished_at"]) >= wake
-    assert [s["action_id"] for s in steps(app)] == [
-        "qualify",
-        "route",
-        "welcome",
-        "wait",
-        "bump",
-        "call",
-    ]
+    assert [s["action_id"] for s in steps(app)] == WELCOME_PATH
 
 
 async def test_a_run_whose_input_predates_generations_stores_the_delay_start_itself(
@@ -126,12 +137,7 @@ async def test_a_run_whose_input_predates_generations_stores_the_delay_start_its
     """Generation 0 (an input written by a starter from before the field, an enrollment started
     just before an upgrade): the delay stores its own start, in a local activity, as before."""
     monkeypatch.setattr(_starting, "GENERATION", 0)
-    await publish(WELCOME)
-    services.set_record(app, "contact", "bo", {"firstname": "Bo", "email": "bo@example.com"})
-    async with new_worker():
-        workflow_id = await enroll_one(app, "welcome", "bo")
-        result = await result_of(env, workflow_id)
-        [history] = await runs(env, workflow_id)
+    result, history = await welcome_run(app, env, new_worker(), publish, "Bo")
     assert result.status == "completed"
     assert markers(history_json(history)) == ["core_patch", "core_local_activity"]
     assert (await replayer().replay_workflow(history)).replay_failure is None
@@ -193,8 +199,10 @@ LONG = {
     "name": "Long before its delay",
     "enrollment": {"trigger": "manual"},
     "actions": [
-        {"id": "one", "type": "set_property", "property": "a", "value": 1},
-        {"id": "two", "type": "set_property", "property": "b", "value": 2},
+        # Emails: activity tasks (store actions run as local activities make no events of
+        # their own to grow the history with).
+        {"id": "one", "type": "send_email", "to": "a@example.com", "subject": "a", "body": "."},
+        {"id": "two", "type": "send_email", "to": "b@example.com", "subject": "b", "body": "."},
         {"id": "wait", "type": "delay", "duration": "1d"},
         {"id": "three", "type": "set_property", "property": "c", "value": 3},
     ],
@@ -204,7 +212,7 @@ LONG = {
 async def test_a_run_that_continues_as_new_at_the_delay_keeps_its_start_and_end(
     app, env, new_worker, publish, monkeypatch
 ):
-    # Two actions make 15 events: past this limit just as the delay begins (and not before).
+    # Two activity tasks make 15 events: past this limit just as the delay begins (not before).
     monkeypatch.setattr(_policies, "HISTORY_LIMIT", 12, raising=False)
     await publish(LONG)
     services.set_record(app, "contact", "cy", {})

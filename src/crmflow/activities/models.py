@@ -63,8 +63,10 @@ class Resume(_Model):
 # `EnrollmentInput.generation`). 1: the run may continue as new without recording the
 # `continue-as-new` patch (a marker and a search attribute upsert per enrollment saved), and a
 # duration delay that directly follows an action is stored as started by that action's
-# transaction (`ActionInput.then`) instead of a store write of its own.
-GENERATION = 1
+# transaction (`ActionInput.then`) instead of a store write of its own. 2: actions whose effect
+# is a store transaction alone run as local activities (`ActionRun.local`): no activity task
+# and no workflow task of their own.
+GENERATION = 2
 
 
 class EnrollmentInput(_Model):

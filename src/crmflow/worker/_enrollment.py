@@ -11,6 +11,9 @@ a place in a rate limit's queue); the new run carries where it was (`Resume`) an
 wait up where it stopped. Runs started before this existed never continue as new (patch
 CONTINUE_AS_NEW), so their histories replay unchanged; runs started with `generation` >= 1 in
 their input may, without recording that patch (`_may_continue`).
+
+Runs of generation >= 2 run the actions whose effect is one store transaction as local
+activities (`ActionRun.local`); older runs keep an activity task per action, as they ran.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from crmflow.activities.custom import CustomActivities
@@ -74,15 +77,21 @@ CONTINUE_AS_NEW = "continue-as-new"
 @dataclass(frozen=True)
 class ActionRun:
     """How the interpreter runs one action type: its activity, that activity's timeouts and
-    retries, and whether it chooses the next action (a branch)."""
+    retries, whether it chooses the next action (a branch), and whether it runs as a local
+    activity (runs of generation >= 2): an action whose effect is one store transaction and
+    nothing outside it runs in the worker that runs the workflow task, without an activity
+    task, its three events and the workflow task that would follow. Its retries stay bounded
+    by its policy (between attempts a timer once the backoff passes a minute); the step row in
+    its transaction keeps it exactly once like the others."""
 
     activity: Callable[[Any, ActionInput], Any]
     policy: Mapping[str, Any] = field(default_factory=lambda: STORE_ACTION)
     branching: bool = False
+    local: bool = False
 
 
-_update = ActionRun(RecordActivities.update_record)
-_branch = ActionRun(EnrollmentActivities.evaluate_branch, branching=True)
+_update = ActionRun(RecordActivities.update_record, local=True)
+_branch = ActionRun(EnrollmentActivities.evaluate_branch, branching=True, local=True)
 
 # Every action type that runs in an activity, in one table the interpreter dispatches on.
 ACTIONS: dict[str, ActionRun] = {
@@ -94,10 +103,10 @@ ACTIONS: dict[str, ActionRun] = {
     "remove_from_list": _update,
     "send_email": ActionRun(MessageActivities.send_email),
     "notify": ActionRun(MessageActivities.send_email),
-    "create_task": ActionRun(MessageActivities.create_task),
+    "create_task": ActionRun(MessageActivities.create_task, local=True),
     "branch": _branch,
     "value_branch": _branch,
-    "create_record": ActionRun(RecordActivities.create_record),
+    "create_record": ActionRun(RecordActivities.create_record, local=True),
     "webhook": ActionRun(WebhookActivities.call_webhook, OUTWARD),
     "enroll_in_workflow": ActionRun(WorkflowActivities.enroll_in_workflow),
     "unenroll_from_workflow": ActionRun(WorkflowActivities.unenroll_from_workflow),
@@ -335,12 +344,7 @@ class EnrollmentWorkflow:
         )
         try:
             while True:
-                result: ActionResult = await workflow.execute_activity_method(
-                    ACTIONS[action.type].activity,
-                    request,
-                    summary=action.summary(),
-                    **policy_of(action),
-                )
+                result: ActionResult = await self._execute(input, action, request)
                 if result.retry_in is None:
                     break
                 # Queued behind a rate limit: wait for the turn here, not in retries.
@@ -357,7 +361,9 @@ class EnrollmentWorkflow:
                     why = held if isinstance(held, str) else None
                     resume = Resume(action_id=action.id, wait="queue", held=why)
                     self._continue(input, resume.model_copy(update={"pending": pending}))
-        except ActivityError as exc:
+        except (ActivityError, ApplicationError) as exc:
+            # A local activity whose attempts ran out raises its last failure itself (an
+            # ApplicationError), not wrapped in an ActivityError as an activity task's is.
             self._pending = pending
             # Retries exhausted: the failure is recorded on the step and the enrollment goes on.
             cause = str(exc.cause or exc)
@@ -376,6 +382,18 @@ class EnrollmentWorkflow:
                 shown=wake.isoformat(),
             )
         return result.next
+
+    @staticmethod
+    async def _execute(input: EnrollmentInput, action: Action, request: ActionInput) -> Any:
+        """Run `action`'s activity: as a local activity where the action allows it and the
+        run's generation says so (>= 2: the choice is in the run's first event)."""
+        run = ACTIONS[action.type]
+        execute = (
+            workflow.execute_local_activity_method
+            if run.local and input.generation >= 2
+            else workflow.execute_activity_method
+        )
+        return await execute(run.activity, request, summary=action.summary(), **policy_of(action))
 
     @staticmethod
     def _delay_after(input: EnrollmentInput, action: Action) -> DelayStart | None:

@@ -1,6 +1,8 @@
 """Records tests/worker/histories/main_legacy_enrollment.json with the main-branch code (commit
 00d5183, before execution windows and the new delay kinds): `git archive 00d5183 src | tar -x -C
-DIR`, then `PYTHONPATH=DIR/src python record_main_history.py OUT.json`. Not collected by pytest."""
+DIR`, then `PYTHONPATH=DIR/src python record_main_history.py OUT.json`. Not collected by pytest.
+generation_1_enrollment.json is the same scenario recorded with commit 95acf01 (generation 1:
+every action an activity task, before store actions ran as local activities)."""
 
 import asyncio
 import json
