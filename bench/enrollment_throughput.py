@@ -1,12 +1,16 @@
 """Interpreter overhead: N enrollments of a 5-action definition, run by the enrollment workflow,
 against a hand-written Temporal workflow calling the same activities, on one dev server, in one run.
 
-    .venv/bin/python bench/enrollment_throughput.py [-n 2000] [--db URL]
+    .venv/bin/python bench/enrollment_throughput.py [-n 2000] [--db URL] [--against local]
 
 Prints completions/s of each and their ratio (interpreter / hand-written), and the CPU each
 enrollment cost this process (the worker) and the dev server. Enrollment rows are created before
 the clock starts for both; the clock runs from the first start to the close time, on the server,
 of the round's last run (the bench polls visibility once a second to see that all closed).
+
+The hand-written workflow runs every action as an activity task (the baseline the issue set);
+`--against local` compares with one that runs the store-only steps as local activities, as the
+interpreter does in runs of generation >= 2: the interpreter's own overhead on equal terms.
 
 Both workflows run on one worker built by `build_worker`, so under the same runner: crmflow's
 `workflow_runner()`, unsandboxed (the sandbox re-imported the interpreter's modules for every
@@ -35,11 +39,14 @@ from crmflow.enrolling import EnrollmentStarter
 from crmflow.enrolling import enrollment_search_attributes as search_attributes
 from crmflow.services import App, Settings
 from crmflow.store import EnrollmentRepository, RecordRepository, WorkflowRepository
-from crmflow.worker import EnrollmentWorkflow, build_worker
+from crmflow.worker import build_worker
 from crmflow.worker import search_attributes as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from handwritten import HandWrittenWorkflow  # noqa: E402  (own module, as workflows are)
+from handwritten import HandWrittenLocalWorkflow, HandWrittenWorkflow  # noqa: E402  (own module)
+
+# The hand-written baselines' workflow types, by --against.
+BASELINES = {"activities": "HandWritten", "local": "HandWrittenLocal"}
 
 DEFINITION = WorkflowDefinition.model_validate(
     {
@@ -124,17 +131,21 @@ def server_pid() -> int:
 
 
 async def run_round(
-    client: Client, kind: str, contexts: list[EnrollmentContext], task_queue: str, server: int
+    client: Client,
+    kind: str,
+    contexts: list[EnrollmentContext],
+    task_queue: str,
+    server: int,
+    baseline: str,
 ) -> tuple[float, float, float]:
     """One round of `kind`: its time, and the CPU (s) of this process and of the server."""
     gate = asyncio.Semaphore(64)
-    workflow_type = "Enrollment" if kind == "interpreter" else "HandWritten"
+    workflow_type = "Enrollment" if kind == "interpreter" else baseline
 
     async def start(ctx: EnrollmentContext) -> None:
         async with gate:
-            run = EnrollmentWorkflow.run if kind == "interpreter" else HandWrittenWorkflow.run
             await client.start_workflow(
-                run,
+                workflow_type,
                 EnrollmentInput(context=ctx, definition=DEFINITION, generation=GENERATION),
                 id=f"{kind}:{ctx.record_id}",
                 task_queue=task_queue,
@@ -183,6 +194,13 @@ async def main() -> None:
         "in the middle of the run would fall on one kind only with 2)",
     )
     parser.add_argument("--db", help="store URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--against",
+        choices=sorted(BASELINES),
+        default="activities",
+        help="the hand-written baseline: every action an activity task (default), or the "
+        "store-only steps as local activities, as the interpreter runs them",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="crmflow-bench-"))
     app = App(Settings(db_url=args.db or f"sqlite:///{tmp / 'bench.db'}", task_queue="bench"))
@@ -204,7 +222,8 @@ async def main() -> None:
         search_attributes=list(sa.ALL),
     )
     print(
-        f"{args.n} enrollments each; store {app.settings.db_url}; dev server in memory; one worker"
+        f"{args.n} enrollments each; store {app.settings.db_url}; dev server in memory; one "
+        f"worker; hand-written baseline: {args.against}"
     )
     server = server_pid()
     try:
@@ -213,7 +232,7 @@ async def main() -> None:
             app.sessions,
             enroller=EnrollmentStarter(app.sessions, env.client, "bench"),
             task_queue="bench",
-            extra_workflows=[HandWrittenWorkflow],
+            extra_workflows=[HandWrittenWorkflow, HandWrittenLocalWorkflow],
         )
         async with worker:
             # Alternate the order (A B, B A, B A, A B: Thue-Morse) so warm-up, drift and bursts
@@ -226,7 +245,7 @@ async def main() -> None:
                 for kind in kinds if round_.bit_count() % 2 == 0 else kinds[::-1]:
                     contexts = prepare(app, per_round, f"{kind[0]}{round_}-")
                     took, worker_s, server_s = await run_round(
-                        env.client, kind, contexts, "bench", server
+                        env.client, kind, contexts, "bench", server, BASELINES[args.against]
                     )
                     elapsed[kind] += took
                     worker_cpu[kind] += worker_s
