@@ -32,6 +32,7 @@ from crmflow.activities.records import RecordActivities
 from crmflow.enrolling import _starting
 from crmflow.services import App
 from crmflow.worker import EnrollmentWorkflow, _policies, sandboxed_workflow_runner, workflow_runner
+from crmflow.worker._enrollment import CONTINUE_AS_NEW
 
 LIMIT = 40  # events: a few signals or timers are enough to continue as new
 
@@ -75,14 +76,20 @@ async def continued(env: WorkflowEnvironment, workflow_id: str) -> bool:
     return False
 
 
-def patch_events(saved: dict[str, Any]) -> list[str]:
-    """The events a history (saved JSON) spends on patches: markers, TemporalChangeVersion."""
+def patch_events(saved: dict[str, Any], patch: str = CONTINUE_AS_NEW) -> list[str]:
+    """The events a history (saved JSON) spends on `patch`: its marker, its
+    TemporalChangeVersion upsert."""
     found = []
     for event in saved["events"]:
-        if event.get("markerRecordedEventAttributes", {}).get("markerName") == "core_patch":
-            found.append("marker")
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_patch":
+            [data] = marker["details"]["patch-data"]["payloads"]
+            if json.loads(base64.b64decode(data["data"]))["id"] == patch:
+                found.append("marker")
         upserted = event.get("upsertWorkflowSearchAttributesEventAttributes", {})
-        if "TemporalChangeVersion" in upserted.get("searchAttributes", {}).get("indexedFields", {}):
+        fields = upserted.get("searchAttributes", {}).get("indexedFields", {})
+        versions = fields.get("TemporalChangeVersion")
+        if versions and patch in json.loads(base64.b64decode(versions["data"])):
             found.append("TemporalChangeVersion")
     return found
 

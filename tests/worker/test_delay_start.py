@@ -122,7 +122,7 @@ async def test_the_delay_is_stored_as_started_by_the_action_before_it(
     saved = history_json(history)
     stores = ["update_record", "evaluate_branch", "update_record", "create_task"]
     assert local_activities(saved) == stores
-    assert markers(saved) == ["core_local_activity"] * 4
+    assert markers(saved) == ["core_patch"] + ["core_local_activity"] * 4  # store-actions-local
     assert activity_tasks(saved) == ["send_email"]
     assert (await replayer().replay_workflow(history)).replay_failure is None
     wait = step(app, "wait")

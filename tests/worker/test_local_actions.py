@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio.client import WorkflowHistory
 from temporalio.common import RetryPolicy
-from test_continue_as_new import HISTORIES, replayer, with_generation
+from test_continue_as_new import HISTORIES, patch_events, replayer, with_generation
 from test_delay_start import welcome_run
 from test_enrollment_workflow import (
     WELCOME,
@@ -30,7 +30,7 @@ from crmflow.activities.records import RecordActivities
 from crmflow.definitions import WorkflowDefinition
 from crmflow.enrolling import _starting
 from crmflow.worker import _enrollment
-from crmflow.worker._enrollment import ActionRun
+from crmflow.worker._enrollment import STORE_ACTIONS_LOCAL, ActionRun
 
 STORE_ACTIONS = ["update_record", "evaluate_branch", "update_record", "create_task"]
 
@@ -88,21 +88,29 @@ async def test_a_generation_1_run_keeps_an_activity_task_per_action(
 
 async def test_a_history_recorded_with_generation_1_replays_as_it_ran():
     """Recorded by histories/record_main_history.py with commit 95acf01 (generation 1: every
-    action an activity task). It replays; the same history with generation 2 in its input does
-    not: the input, not the code's version, decides how a run's actions run."""
+    action an activity task). It replays; so does the same history with generation 2 in its
+    input: a run started by an upgraded process but run by a worker not upgraded yet (which
+    ran it as generation 1 and recorded no STORE_ACTIONS_LOCAL patch) keeps activity tasks
+    when an upgraded worker takes it over, rather than failing to replay."""
     saved = json.loads((HISTORIES / "generation_1_enrollment.json").read_text())
     assert local_activities(saved["history"]) == ["record_step", "record_step"]  # bookkeeping
     assert "update_record" in activity_tasks(saved["history"])
-    replayed = await replayer().replay_workflow(
-        WorkflowHistory.from_json(saved["workflow_id"], saved["history"])
-    )
-    assert replayed.replay_failure is None
-    as_generation_2 = with_generation(saved["history"], 2)
-    replayed = await replayer().replay_workflow(
-        WorkflowHistory.from_json(saved["workflow_id"], as_generation_2),
-        raise_on_replay_failure=False,
-    )
-    assert replayed.replay_failure is not None
+    assert patch_events(saved["history"], STORE_ACTIONS_LOCAL) == []
+    for history in (saved["history"], with_generation(saved["history"], 2)):
+        replayed = await replayer().replay_workflow(
+            WorkflowHistory.from_json(saved["workflow_id"], history)
+        )
+        assert replayed.replay_failure is None
+
+
+async def test_a_generation_2_run_records_its_choice_once(app, env, new_worker, publish):
+    """The STORE_ACTIONS_LOCAL patch: one marker and one TemporalChangeVersion upsert per run,
+    however many store actions it runs."""
+    result, history = await welcome_run(app, env, new_worker(), publish, "Di")
+    assert result.status == "completed"
+    saved = history_json(history)
+    assert patch_events(saved, STORE_ACTIONS_LOCAL) == ["marker", "TemporalChangeVersion"]
+    assert patch_events(saved) == []  # and none for continue-as-new
 
 
 async def test_a_store_action_that_keeps_failing_is_recorded_and_the_enrollment_goes_on(

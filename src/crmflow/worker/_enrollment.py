@@ -13,7 +13,11 @@ CONTINUE_AS_NEW), so their histories replay unchanged; runs started with `genera
 their input may, without recording that patch (`_may_continue`).
 
 Runs of generation >= 2 run the actions whose effect is one store transaction as local
-activities (`ActionRun.local`); older runs keep an activity task per action, as they ran.
+activities (`ActionRun.local`); older runs keep an activity task per action, as they ran. That
+choice is also a patch (STORE_ACTIONS_LOCAL), recorded once per run: a worker of an earlier
+version that ran a generation-2 run's first workflow tasks (during a rolling upgrade; it knows
+no generation 2) ran its store actions as activity tasks and recorded no patch, so an upgraded
+worker replaying that history keeps activity tasks for the whole run instead of failing it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ with workflow.unsafe.imports_passed_through():
 END = "end"
 # Runs that record this patch may continue as new; older ones never do.
 CONTINUE_AS_NEW = "continue-as-new"
+# Runs of generation >= 2 that record this patch run their store actions as local activities.
+STORE_ACTIONS_LOCAL = "store-actions-local"
 
 
 @dataclass(frozen=True)
@@ -385,13 +391,13 @@ class EnrollmentWorkflow:
 
     @staticmethod
     async def _execute(input: EnrollmentInput, action: Action, request: ActionInput) -> Any:
-        """Run `action`'s activity: as a local activity where the action allows it and the
-        run's generation says so (>= 2: the choice is in the run's first event)."""
+        """Run `action`'s activity: as a local activity where the action allows it, the run's
+        generation says so (>= 2) and the run records (or, replayed, recorded) the
+        STORE_ACTIONS_LOCAL patch (absent when an earlier version ran the run)."""
         run = ACTIONS[action.type]
+        local = run.local and input.generation >= 2 and workflow.patched(STORE_ACTIONS_LOCAL)
         execute = (
-            workflow.execute_local_activity_method
-            if run.local and input.generation >= 2
-            else workflow.execute_activity_method
+            workflow.execute_local_activity_method if local else workflow.execute_activity_method
         )
         return await execute(run.activity, request, summary=action.summary(), **policy_of(action))
 
