@@ -65,7 +65,8 @@ class Resume(_Model):
 # duration delay that directly follows an action is stored as started by that action's
 # transaction (`ActionInput.then`) instead of a store write of its own. 2: actions whose effect
 # is a store transaction alone run as local activities (`ActionRun.local`): no activity task
-# and no workflow task of their own.
+# and no workflow task of their own (a run records that choice once, as the patch
+# `store-actions-local`, so that a worker of an earlier version that ran it is followed).
 GENERATION = 2
 
 
