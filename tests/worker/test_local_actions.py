@@ -16,10 +16,12 @@ from test_continue_as_new import HISTORIES, patch_events, replayer, with_generat
 from test_delay_start import welcome_run
 from test_enrollment_workflow import (
     WELCOME,
+    WELCOME_LOCAL_ACTIVITIES,
     WELCOME_PATH,
     activity_tasks,
     history_json,
     local_activities,
+    local_activity_events,
     markers,
     worker_with,
 )
@@ -32,17 +34,13 @@ from crmflow.enrolling import _starting
 from crmflow.worker import _enrollment
 from crmflow.worker._enrollment import STORE_ACTIONS_LOCAL, ActionRun
 
-STORE_ACTIONS = ["update_record", "evaluate_branch", "update_record", "create_task"]
-
 
 def summaries(saved: dict[str, Any]) -> list[str]:
     """The summaries of a history's local activity markers, in order."""
-    found = []
-    for e in saved["events"]:
-        if e.get("markerRecordedEventAttributes", {}).get("markerName") == "core_local_activity":
-            data = e["userMetadata"]["summary"]["data"]
-            found.append(json.loads(base64.b64decode(data)))
-    return found
+    return [
+        json.loads(base64.b64decode(e["userMetadata"]["summary"]["data"]))
+        for e in local_activity_events(saved)
+    ]
 
 
 async def test_store_actions_run_as_local_activities_that_read_like_the_definition(
@@ -51,7 +49,7 @@ async def test_store_actions_run_as_local_activities_that_read_like_the_definiti
     result, history = await welcome_run(app, env, new_worker(), publish, "Ann")
     assert result.status == "completed"
     saved = history_json(history)
-    assert local_activities(saved) == STORE_ACTIONS
+    assert local_activities(saved) == WELCOME_LOCAL_ACTIVITIES
     assert activity_tasks(saved) == ["send_email"]  # it may go out over SMTP: a task of its own
     actions = WorkflowDefinition.model_validate(WELCOME).action_map()
     assert summaries(saved) == [actions[a].summary() for a in ("qualify", "route", "bump", "call")]
@@ -64,6 +62,10 @@ async def test_store_actions_run_as_local_activities_that_read_like_the_definiti
     assert [s["action_id"] for s in steps] == WELCOME_PATH
     assert services.show_record(app, "contact", "ann")["properties"]["touches"] == 1
     assert len(services.tasks(app)) == 1
+    # The choice is recorded once (the STORE_ACTIONS_LOCAL patch: a marker and a
+    # TemporalChangeVersion upsert), however many store actions the run has; no other patch.
+    assert patch_events(saved, STORE_ACTIONS_LOCAL) == ["marker", "TemporalChangeVersion"]
+    assert patch_events(saved) == []
 
 
 async def test_a_generation_1_run_keeps_an_activity_task_per_action(
@@ -103,16 +105,6 @@ async def test_a_history_recorded_with_generation_1_replays_as_it_ran():
         assert replayed.replay_failure is None
 
 
-async def test_a_generation_2_run_records_its_choice_once(app, env, new_worker, publish):
-    """The STORE_ACTIONS_LOCAL patch: one marker and one TemporalChangeVersion upsert per run,
-    however many store actions it runs."""
-    result, history = await welcome_run(app, env, new_worker(), publish, "Di")
-    assert result.status == "completed"
-    saved = history_json(history)
-    assert patch_events(saved, STORE_ACTIONS_LOCAL) == ["marker", "TemporalChangeVersion"]
-    assert patch_events(saved) == []  # and none for continue-as-new
-
-
 async def test_a_store_action_that_keeps_failing_is_recorded_and_the_enrollment_goes_on(
     app, env, publish, monkeypatch
 ):
@@ -145,9 +137,9 @@ async def test_a_store_action_that_keeps_failing_is_recorded_and_the_enrollment_
     assert len(attempts) == 3
     steps = {s["action_id"]: s for s in services.list_enrollments(app, "welcome")[0]["steps"]}
     assert steps["qualify"]["outcome"] == "failed after retries: RuntimeError: database unreachable"
-    assert set(steps) == {"qualify", "route", "welcome", "wait", "bump", "call"}
+    assert set(steps) == set(WELCOME_PATH)
     assert services.show_record(app, "contact", "cy")["properties"]["touches"] == 1
     assert "lifecycle_stage" not in services.show_record(app, "contact", "cy")["properties"]
     # The failure is recorded by a local activity of its own (record_step), as before.
-    first, *rest = STORE_ACTIONS
+    first, *rest = WELCOME_LOCAL_ACTIVITIES
     assert local_activities(history_json(history)) == [first, "record_step", *rest]
