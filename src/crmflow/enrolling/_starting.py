@@ -42,6 +42,7 @@ from crmflow.store import (
     AlreadyEnrolled,
     Enrollment,
     EnrollmentRepository,
+    NewEnrollment,
     WorkflowRepository,
     load_snapshot,
     load_snapshots,
@@ -240,8 +241,9 @@ class EnrollmentStarter:
                 "object_type": object_type,
                 "source": source,
             }
+            created: list[Enrollment | NewEnrollment]
             try:
-                created = enrollments.create_many(**row, record_ids=candidates, now=now)
+                created = list(enrollments.create_many(**row, record_ids=candidates, now=now))
             except AlreadyEnrolled:
                 # A record of the page was enrolled meanwhile (by the dispatcher, say): one at
                 # a time, so that only that record is refused.
@@ -254,10 +256,10 @@ class EnrollmentStarter:
             created_ids = [e.record_id for e in created]
             others: dict[str, list[str]] = {record_id: [] for record_id in created_ids}
             for other in definition.settings.unenroll_from:
-                for record_id, e in enrollments.active_among(
+                for record_id, running in enrollments.active_among(
                     other, object_type, created_ids
                 ).items():
-                    others[record_id].append(e.temporal_workflow_id)
+                    others[record_id].append(running.temporal_workflow_id)
             for e in created:
                 outcomes[e.record_id] = self._ready(definition, version, e, others[e.record_id])
         return [outcomes[record_id] for record_id in record_ids]
@@ -307,13 +309,16 @@ class EnrollmentStarter:
                     "source": "criteria",
                     "now": now,
                 }
+                created: list[Enrollment | NewEnrollment]
                 try:
-                    created = enrollments.create_many(
-                        **row,
-                        record_ids=list(by_record),
-                        trigger_change_ids={
-                            items[n].record_id: items[n].trigger_change_id for n in indexes
-                        },
+                    created = list(
+                        enrollments.create_many(
+                            **row,
+                            record_ids=list(by_record),
+                            trigger_change_ids={
+                                items[n].record_id: items[n].trigger_change_id for n in indexes
+                            },
+                        )
                     )
                 except AlreadyEnrolled:
                     # One of them was enrolled meanwhile (a manual enrollment, say): one at a
@@ -334,8 +339,10 @@ class EnrollmentStarter:
                 ids = [e.record_id for e in created]
                 others: dict[str, list[str]] = {record_id: [] for record_id in ids}
                 for other in definition.settings.unenroll_from:
-                    for record_id, e in enrollments.active_among(other, object_type, ids).items():
-                        others[record_id].append(e.temporal_workflow_id)
+                    for record_id, running in enrollments.active_among(
+                        other, object_type, ids
+                    ).items():
+                        others[record_id].append(running.temporal_workflow_id)
                 for e in created:
                     ready = self._ready(definition, version, e, others[e.record_id])
                     results[by_record[e.record_id]] = Prepared(ready, redo=False)
@@ -345,11 +352,14 @@ class EnrollmentStarter:
         self,
         definition: WorkflowDefinition,
         version: int,
-        enrollment: Enrollment,
+        enrollment: Enrollment | NewEnrollment,
         others: list[str],
     ) -> Ready:
         return Ready(
-            input=EnrollmentInput(
+            # Built without validation: its parts are (pydantic would otherwise check the
+            # definition's graph again for every enrollment, its model validator being run
+            # for an instance too).
+            input=EnrollmentInput.model_construct(
                 context=EnrollmentContext(
                     enrollment_id=enrollment.id,
                     workflow_key=definition.key,
@@ -399,7 +409,8 @@ class EnrollmentStarter:
             return EnrollOutcome(ctx.record_id, True, lost, ready.temporal_workflow_id)
         # Not started here: its run is there already (started by an earlier attempt of this
         # dispatch, or by a stop signal that found it missing): nothing to start twice.
-        await self.unenroll(ready.unenroll_from, f"enrolled in '{ctx.workflow_key}'")
+        if ready.unenroll_from:
+            await self.unenroll(ready.unenroll_from, f"enrolled in '{ctx.workflow_key}'")
         return EnrollOutcome(ctx.record_id, True, "enrolled", ready.temporal_workflow_id)
 
     async def _start_run(self, ready: Ready, *, signal: tuple[str, Any] | None = None) -> bool:

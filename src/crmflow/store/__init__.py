@@ -39,6 +39,7 @@ from ._engine import (
 from ._enrollments import (
     AlreadyEnrolled,
     EnrollmentRepository,
+    NewEnrollment,
     StepWrite,
     temporal_workflow_id,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "RecordRepository",
     "ScheduledRun",
     "ScheduledRunRepository",
+    "NewEnrollment",
     "StepWrite",
     "StoreError",
     "SweepConflict",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Table, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,10 @@ from crmflow.definitions import ACTIVE_STATUSES
 
 from ._records import StoreError
 from ._tables import Enrollment, EnrollmentStep, Record
+
+# The plain table for `create_many`: the ORM's bulk path would build, track and expire an
+# object per row for nothing.
+_ENROLLMENTS = cast(Table, Enrollment.__table__)
 
 
 class AlreadyEnrolled(StoreError):
@@ -25,6 +29,19 @@ class AlreadyEnrolled(StoreError):
 def temporal_workflow_id(key: str, object_type: str, record_id: str, seq: int) -> str:
     """Readable and deterministic: the n-th enrollment of a record in a workflow."""
     return f"{key}:{object_type}:{record_id}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEnrollment:
+    """An enrollment `create_many` wrote, as its callers need it (cheaper than an ORM object
+    for a page or a batch of hundreds)."""
+
+    id: int
+    record_id: str
+    seq: int
+    status: str
+    temporal_workflow_id: str
+    enrolled_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +117,7 @@ class EnrollmentRepository:
         source: str,
         now: datetime,
         trigger_change_ids: Mapping[str, int] | None = None,
-    ) -> list[Enrollment]:
+    ) -> list[NewEnrollment]:
         """`create` for many records in one statement (a scheduled run's page, a dispatched
         batch's enrollments in one workflow: `trigger_change_ids` by record). Raises
         AlreadyEnrolled, and inserts none, when any of them is enrolled now (or a concurrent
@@ -120,27 +137,41 @@ class EnrollmentRepository:
                 .group_by(Enrollment.record_id)
             )
         }
+        numbered = [(record_id, seqs.get(record_id, 0) + 1) for record_id in record_ids]
         rows = [
             {
                 "workflow_key": key,
                 "version": version,
                 "object_type": object_type,
                 "record_id": record_id,
-                "seq": (seq := seqs.get(record_id, 0) + 1),
+                "seq": seq,
                 "status": "running",
                 "source": source,
                 "enrolled_at": now,
                 "temporal_workflow_id": temporal_workflow_id(key, object_type, record_id, seq),
                 "trigger_change_id": triggers.get(record_id),
             }
-            for record_id in record_ids
+            for record_id, seq in numbered
         ]
+        # Returned with their record ids: asking SQLite for rows in the order of the
+        # parameters would insert one row per statement.
+        statement = insert(_ENROLLMENTS).returning(Enrollment.record_id, Enrollment.id)
         try:
             with self.session.begin_nested():
-                created = list(self.session.scalars(insert(Enrollment).returning(Enrollment), rows))
+                ids: dict[str, int] = dict(self.session.execute(statement, rows).tuples().all())
         except IntegrityError:
             raise AlreadyEnrolled(key, object_type, ", ".join(record_ids[:3])) from None
-        return created
+        return [
+            NewEnrollment(
+                ids[record_id],
+                record_id,
+                seq,
+                "running",
+                temporal_workflow_id(key, object_type, record_id, seq),
+                now,
+            )
+            for record_id, seq in numbered
+        ]
 
     def active_among(
         self, key: str, object_type: str, record_ids: Sequence[str]
