@@ -44,6 +44,7 @@ from crmflow.worker import search_attributes as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from handwritten import HandWrittenLocalWorkflow, HandWrittenWorkflow  # noqa: E402  (own module)
+from processes import cpu_seconds, server_pid  # noqa: E402  (own module)
 
 # The hand-written baselines' workflow types, by --against.
 BASELINES = {"activities": "HandWritten", "local": "HandWrittenLocal"}
@@ -110,24 +111,6 @@ def prepare(app: App, n: int, prefix: str) -> list[EnrollmentContext]:
                 )
             )
     return contexts
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def server_pid() -> int:
-    """The dev server: this process's child (the only one)."""
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:
-                return int(stat.parent.name)
-        except (OSError, IndexError):
-            continue
-    raise RuntimeError("no dev server child process found")
 
 
 async def run_round(
