@@ -137,7 +137,11 @@ class EnrollmentRepository:
                 .group_by(Enrollment.record_id)
             )
         }
-        numbered = [(record_id, seqs.get(record_id, 0) + 1) for record_id in record_ids]
+        numbered = [
+            (record_id, seq, temporal_workflow_id(key, object_type, record_id, seq))
+            for record_id in record_ids
+            for seq in [seqs.get(record_id, 0) + 1]
+        ]
         rows = [
             {
                 "workflow_key": key,
@@ -148,10 +152,10 @@ class EnrollmentRepository:
                 "status": "running",
                 "source": source,
                 "enrolled_at": now,
-                "temporal_workflow_id": temporal_workflow_id(key, object_type, record_id, seq),
+                "temporal_workflow_id": workflow_id,
                 "trigger_change_id": triggers.get(record_id),
             }
-            for record_id, seq in numbered
+            for record_id, seq, workflow_id in numbered
         ]
         # Returned with their record ids: asking SQLite for rows in the order of the
         # parameters would insert one row per statement.
@@ -162,15 +166,8 @@ class EnrollmentRepository:
         except IntegrityError:
             raise AlreadyEnrolled(key, object_type, ", ".join(record_ids[:3])) from None
         return [
-            NewEnrollment(
-                ids[record_id],
-                record_id,
-                seq,
-                "running",
-                temporal_workflow_id(key, object_type, record_id, seq),
-                now,
-            )
-            for record_id, seq in numbered
+            NewEnrollment(ids[record_id], record_id, seq, "running", workflow_id, now)
+            for record_id, seq, workflow_id in numbered
         ]
 
     def active_among(
