@@ -162,7 +162,7 @@ class EnrollmentRepository:
         statement = insert(_ENROLLMENTS).returning(Enrollment.record_id, Enrollment.id)
         try:
             with self.session.begin_nested():
-                ids: dict[str, int] = dict(self.session.execute(statement, rows).tuples().all())
+                ids: dict[str, int] = {r: i for r, i in self.session.execute(statement, rows)}
         except IntegrityError:
             raise AlreadyEnrolled(key, object_type, ", ".join(record_ids[:3])) from None
         return [
