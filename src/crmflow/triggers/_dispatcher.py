@@ -94,8 +94,12 @@ PIPELINE = 2
 # The longest a loop that finds nothing to do waits before it looks again (see `_run_lane`).
 IDLE_POLL = 0.5
 # How often a loop whose due changes are all held by a batch in flight looks again (for changes
-# that came due meanwhile) until that batch ends.
+# that came due meanwhile) until that batch ends: the single writes' lane every BUSY_POLL; the
+# bulk writes' lane less and less often, down to once every BULK_BUSY_POLL (an import's last
+# batch can take tens of seconds, and a poll that skips its changes reads them all again;
+# another import waits at most that long behind it).
 BUSY_POLL = 0.5
+BULK_BUSY_POLL = 5.0
 
 
 class LeaseLost(Exception):
@@ -232,9 +236,13 @@ class Dispatcher:
         for its slowest start. A batch never takes a change of a record that a batch in flight
         holds: each record's changes still go one batch after the other, in order. A lane that
         finds nothing to do looks again after poll_interval, then less and less often, down to
-        once every IDLE_POLL (a quiet worker then costs the store a few reads a second)."""
+        once every IDLE_POLL (a quiet worker then costs the store a few reads a second); one
+        whose due changes are all held by its batches in flight looks again when one ends, or
+        after BUSY_POLL (the bulk lane: then less and less often, down to BULK_BUSY_POLL)."""
         backoff = self.poll_interval
         idle = self.poll_interval
+        busy = first_busy = max(self.poll_interval, BUSY_POLL)
+        most_busy = max(first_busy, BULK_BUSY_POLL if lane == BULK else BUSY_POLL)
         reconciled = -self.reconcile_every
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(START_CONCURRENCY)
@@ -262,15 +270,12 @@ class Dispatcher:
                         rows, index = taken
                         batch = asyncio.create_task(self._dispatch(rows, index, gate))
                         batches[batch] = rows
-                        idle = self.poll_interval
+                        idle, busy = self.poll_interval, first_busy
                         continue
                     if batches:
-                        # Every due change is held: until a batch ends, or BUSY_POLL.
-                        await asyncio.wait(
-                            batches,
-                            timeout=max(self.poll_interval, BUSY_POLL),
-                            return_when=FIRST_COMPLETED,
-                        )
+                        # Every due change is held: until a batch ends, or `busy`.
+                        await asyncio.wait(batches, timeout=busy, return_when=FIRST_COMPLETED)
+                        busy = min(busy * 2, most_busy)
                         continue
                     pause, idle = idle, min(idle * 2, max(self.poll_interval, IDLE_POLL))
                 except LeaseLost as exc:
