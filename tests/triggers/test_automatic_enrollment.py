@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
 from crmflow import services
 from crmflow.activities.models import EnrollmentResult
 from crmflow.rules import Change
 from crmflow.services import App
-from crmflow.store import ChangeRepository, Lease
+from crmflow.store import ChangeRepository, Lease, RecordChange, RecordRepository
 from crmflow.triggers import Dispatcher
 
 LEAD = {"property": "lifecycle_stage", "op": "eq", "value": "lead"}
@@ -412,3 +412,55 @@ async def test_the_running_loop_overlaps_batches_and_keeps_each_records_changes_
         assert ids == sorted(ids) and len(ids) == len(keys), (record_id, ids)
     for key in keys:
         assert sorted(statuses(app, key)) == [(r, "running", None) for r in records]
+
+
+async def test_a_bulk_lane_whose_batch_holds_every_due_change_still_takes_a_later_import(
+    app, env, publish
+):
+    """An import's last batch in flight holds every due change of the bulk lane: the lane
+    looks again less and less often (BUSY_POLL doubling to BULK_BUSY_POLL), yet a second
+    import written meanwhile is dispatched while that batch is still in flight."""
+    await publish(nurture())
+
+    def import_leads(ids: list[str]) -> None:
+        with app.sessions.begin() as session:
+            RecordRepository(session).upsert_many(
+                "contact",
+                [(i, {"email": f"{i}@x.io", "lifecycle_stage": "lead"}) for i in ids],
+                now=datetime.now(UTC),
+                bulk=True,
+            )
+
+    def dispatched(ids: list[str]) -> list[bool]:
+        with app.sessions() as session:
+            rows = session.scalars(select(RecordChange).where(RecordChange.record_id.in_(ids)))
+            return [row.dispatched_at is not None for row in rows]
+
+    first, second = [f"first{n}" for n in range(4)], ["second0", "second1"]
+    import_leads(first)
+    dispatcher = Dispatcher(app.sessions, env.client, task_queue=app.settings.task_queue, batch=4)
+    launch = dispatcher.starter.launch
+    release, blocked = asyncio.Event(), []
+
+    async def held_launch(ready: Any, **kwargs: Any) -> Any:
+        if ready.input.context.record_id in first:
+            blocked.append(ready.input.context.record_id)
+            await release.wait()
+        return await launch(ready, **kwargs)
+
+    dispatcher.starter.launch = held_launch  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(dispatcher.run(stop))
+    try:
+        await wait_for(lambda: len(blocked) == len(first))
+        await asyncio.sleep(2.0)  # the lane's looks are 0.5, 1 and 2 s apart by now
+        import_leads(second)
+        await wait_for(lambda: all(dispatched(second)), timeout=10.0)
+        assert not any(dispatched(first))  # the first batch is still in flight
+        release.set()
+        await wait_for(lambda: pending(app) == 0)
+    finally:
+        release.set()
+        stop.set()
+        await running
+    assert sorted(statuses(app)) == [(r, "running", None) for r in sorted(first + second)]
