@@ -143,7 +143,7 @@ def pending(app: App) -> int:
 
 
 # The partial index of pending changes answers this at once, however long the feed (a count
-# would read every pending change, 20 times a second, in the process the figures are of).
+# would read every pending change on every look, in the process the figures are of).
 ANY_PENDING = text("SELECT 1 FROM record_changes WHERE dispatched_at IS NULL LIMIT 1")
 # How often the observer looks: it runs in the process the figures are of, so it looks
 # seldom, and the feed's end is read off the store instead (`last_marked`).

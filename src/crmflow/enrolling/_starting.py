@@ -253,13 +253,7 @@ class EnrollmentStarter:
                         created.append(enrollments.create(**row, record_id=record_id, now=now))
                     except AlreadyEnrolled as exc:
                         outcomes[record_id] = EnrollOutcome(record_id, False, str(exc))
-            created_ids = [e.record_id for e in created]
-            others: dict[str, list[str]] = {record_id: [] for record_id in created_ids}
-            for other in definition.settings.unenroll_from:
-                for record_id, running in enrollments.active_among(
-                    other, object_type, created_ids
-                ).items():
-                    others[record_id].append(running.temporal_workflow_id)
+            others = self._running_elsewhere(enrollments, definition, created)
             for e in created:
                 outcomes[e.record_id] = self._ready(definition, version, e, others[e.record_id])
         return [outcomes[record_id] for record_id in record_ids]
@@ -336,17 +330,28 @@ class EnrollmentStarter:
                             )
                         except AlreadyEnrolled as exc:
                             results[n] = EnrollOutcome(item.record_id, False, str(exc))
-                ids = [e.record_id for e in created]
-                others: dict[str, list[str]] = {record_id: [] for record_id in ids}
-                for other in definition.settings.unenroll_from:
-                    for record_id, running in enrollments.active_among(
-                        other, object_type, ids
-                    ).items():
-                        others[record_id].append(running.temporal_workflow_id)
+                others = self._running_elsewhere(enrollments, definition, created)
                 for e in created:
                     ready = self._ready(definition, version, e, others[e.record_id])
                     results[by_record[e.record_id]] = Prepared(ready, redo=False)
         return [results[n] for n in range(len(items))]
+
+    @staticmethod
+    def _running_elsewhere(
+        enrollments: EnrollmentRepository,
+        definition: WorkflowDefinition,
+        created: Sequence[Enrollment | NewEnrollment],
+    ) -> dict[str, list[str]]:
+        """By record of `created`: the workflow ids of its running enrollments in the workflows
+        the definition's `unenroll_from` names (ended when its new enrollment starts)."""
+        ids = [e.record_id for e in created]
+        others: dict[str, list[str]] = {record_id: [] for record_id in ids}
+        for other in definition.settings.unenroll_from:
+            for record_id, running in enrollments.active_among(
+                other, definition.object_type, ids
+            ).items():
+                others[record_id].append(running.temporal_workflow_id)
+        return others
 
     def _ready(
         self,

@@ -242,7 +242,7 @@ class Dispatcher:
         backoff = self.poll_interval
         idle = self.poll_interval
         busy = first_busy = max(self.poll_interval, BUSY_POLL)
-        most_busy = max(first_busy, BULK_BUSY_POLL if lane == BULK else BUSY_POLL)
+        most_busy = max(first_busy, BULK_BUSY_POLL) if lane == BULK else first_busy
         reconciled = -self.reconcile_every
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(START_CONCURRENCY)
