@@ -47,10 +47,11 @@ import uvicorn
 from sqlalchemy import text
 
 from crmflow.api import ApiSettings
-from crmflow.api.serving import build_api, freeze_heap
+from crmflow.api.serving import build_api
 from crmflow.services import Settings
 from crmflow.services.api_keys import create_api_key
 from crmflow.services.publishing import ServiceApp
+from crmflow.services.up import freeze_heap
 from crmflow.store import RecordRepository
 from crmflow.store._engine import ensure_postgres_database
 

@@ -60,6 +60,7 @@ from crmflow.definitions import WorkflowDefinition
 from crmflow.enrolling import EnrollmentStarter, enrollment_search_attributes
 from crmflow.services import App, Settings
 from crmflow.services.devserver import temporal_cli_path
+from crmflow.services.up import freeze_heap
 from crmflow.store import (
     RecordChange,
     RecordRepository,
@@ -312,6 +313,7 @@ async def measure(name: str, db_url: str, client: Client, args: argparse.Namespa
                 YAML().dump(DEFINITION, handle)
             services.publish_files(app, [path])
         await services.activate(app, DEFINITION["key"])
+        freeze_heap()  # as `crmflow worker` does once it has built its worker and pool
         print(f"{name}: {db_url}, {args.partitions} partition(s)", flush=True)
 
         import_contacts(app, f"{name}-idle", args.idle, "lead")
