@@ -245,7 +245,7 @@ class Round:
             f"{self.changes:,} changes, {self.enrolled:,} enrollments started in "
             f"{self.dispatch_s:.2f} s: {self.enrolled / self.dispatch_s:,.0f} starts/s; plain "
             f"start_workflow ({self.concurrency} at once) {self.plain_starts / self.plain_s:,.0f} "
-            f"starts/s; ratio {self.ratio:.2f} (target >= 0.9)"
+            f"starts/s; ratio {self.ratio:.3f} (target >= 0.9)"
         )
 
     @classmethod
